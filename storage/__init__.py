@@ -1,0 +1,1 @@
+"""Durable state: the database (SQLAlchemy) and the spool of received and produced files."""
