@@ -1,3 +1,3 @@
-"""dicom-node: receives studies, synthesizes the missing modality, marks it synthetic, sends it back."""
+"""dicom-node: receives studies, synthesizes the missing modality, marks it, sends it back."""
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 CARD_KEY = "dicom_node.model_card"
 """The ``metadata_props`` key under which the card's JSON is stored."""
 
-CARD_SCHEMA = 1
+CARD_SCHEMA: Literal[1] = 1
 """Version of the card layout this code reads and writes."""
 
 _ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -227,6 +227,7 @@ def parse_card(metadata: dict[str, str], source: str) -> ModelCard:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'card'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ModelCardError(f"{source}: invalid model card: {problems}") from exc

@@ -1,0 +1,36 @@
+# dicom-node — the two commands of the README are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.yaml
+PACKAGES := dicom_node inference storage
+
+.PHONY: run install install-test system-deps lint typecheck test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+## Install the node and run it on the embedded defaults (SQLite, local spool, CPU fallback).
+run: install
+	$(BIN)/dicom-node --config $(CONFIG) serve
+
+system-deps:
+	sh tools/install-system-deps.sh
+
+install-test: system-deps $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+
+lint:
+	$(BIN)/ruff check $(PACKAGES) tests bench tools
+	$(BIN)/ruff format --check $(PACKAGES) tests bench tools
+
+typecheck:
+	$(BIN)/mypy
+
+## Install everything the tests need (Debian packages too) and run the whole suite.
+test: install-test lint typecheck
+	$(BIN)/pytest

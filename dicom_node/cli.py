@@ -1,0 +1,272 @@
+"""The `dicom-node` command line (also `python -m dicom_node`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from dicom_node import __version__
+from dicom_node.config import Config, ConfigError, Destination, load_config
+from dicom_node.logs import configure
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dicom_node.node import Node
+
+    config = _config(args)
+    configure(config.logging.level)
+    Node(config).serve_forever()
+    return 0
+
+
+def _peer(args: argparse.Namespace, config: Config) -> Destination:
+    """A destination by name, or the node itself (its own AE on loopback)."""
+    if args.to:
+        try:
+            return config.destination(args.to)
+        except KeyError:
+            print(f"dicom-node: no destination named {args.to!r}", file=sys.stderr)
+            raise SystemExit(2) from None
+    host = "127.0.0.1" if config.node.host in ("0.0.0.0", "") else config.node.host
+    return Destination(name="node", ae_title=config.node.ae_title, host=host, port=config.node.port)
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from pynetdicom import AE
+
+    config = _config(args)
+    peer = _peer(args, config)
+    ae = AE(ae_title=config.calling_ae_title)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        print(f"{peer.name}: no association with {peer.ae_title}@{peer.host}:{peer.port}")
+        return 1
+    status = assoc.send_c_echo()
+    assoc.release()
+    code = int(getattr(status, "Status", -1))
+    print(f"{peer.name}: C-ECHO status 0x{code:04X}")
+    return 0 if code == 0 else 1
+
+
+def _files(paths: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    return out
+
+
+def _send(args: argparse.Namespace) -> int:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from dicom_node.dispatch import DeliveryError, send_files
+
+    config = _config(args)
+    peer = _peer(args, config)
+    failures = 0
+    by_class: dict[str, list[Path]] = {}
+    for path in _files(args.paths):
+        try:
+            sop_class = str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID)
+        except (InvalidDicomError, OSError, AttributeError) as exc:
+            print(f"{path}: not DICOM ({exc})", file=sys.stderr)
+            failures += 1
+            continue
+        by_class.setdefault(sop_class, []).append(path)
+    for sop_class, paths in by_class.items():
+        try:
+            sent = send_files(peer, config.calling_ae_title, paths, sop_class)
+            print(f"{peer.name}: stored {sent} instance(s) of {sop_class}")
+        except DeliveryError as exc:
+            print(f"{exc}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from inference.registry import load_registry
+
+    config = _config(args)
+    registry = load_registry(
+        config.models_dir, config.inference.providers, config.inference.intra_op_threads
+    )
+    rows = [
+        {
+            "id": m.card.id,
+            "version": m.card.version,
+            "inputs": list(m.card.input_roles),
+            "output": f"{m.card.output.role} ({m.card.output.modality}, {m.card.output.units})",
+            "spatial": m.card.spatial.mode,
+            "providers": list(m.providers),
+            "file": m.path.name,
+        }
+        for m in registry
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        for r in rows:
+            print(
+                f"{r['id']} {r['version']}: {' + '.join(r['inputs'])} -> {r['output']}; "
+                f"{r['spatial']}; providers {', '.join(r['providers'])}; {r['file']}"
+            )
+        if not rows:
+            print(f"no usable model in {config.models_dir}")
+    for problem in registry.refused:
+        print(f"refused: {problem}", file=sys.stderr)
+    return 0
+
+
+def _models_validate(args: argparse.Namespace) -> int:
+    from inference.registry import ModelError, load_model
+
+    config = _config(args)
+    status = 0
+    for path in map(Path, args.paths):
+        try:
+            model = load_model(path, config.inference.providers)
+        except ModelError as exc:
+            print(f"INVALID {exc}")
+            status = 1
+            continue
+        print(f"OK {path.name}: {model.card.key}, providers {', '.join(model.providers)}")
+    return status
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    from storage.database import Database
+    from storage.models import Delivery, OutputSeries
+
+    config = _config(args)
+    db = Database(config.database_url)
+    with db.session() as session:
+        rows = session.execute(
+            select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
+        ).all()
+        for d, out in rows:
+            entry = {
+                "id": d.id,
+                "destination": d.destination,
+                "state": d.state.value,
+                "attempts": d.attempts,
+                "series_uid": out.series_uid,
+                "instances": out.instance_count,
+                "model": out.model_key,
+                "next_attempt_at": d.next_attempt_at.isoformat(),
+                "last_error": d.last_error,
+            }
+            print(
+                json.dumps(entry)
+                if args.json
+                else f"{d.id}\t{d.state.value}\t{d.destination}\t{d.attempts}\t{out.series_uid}"
+                f"\t{d.last_error or ''}"
+            )
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace) -> int:
+    from storage.database import Database
+    from storage.queue import reset_delivery
+
+    config = _config(args)
+    db = Database(config.database_url)
+    with db.session() as session:
+        ok = reset_delivery(session, args.id, datetime.now(UTC))
+    print(f"delivery {args.id}: {'queued for sending' if ok else 'not found or in flight'}")
+    return 0 if ok else 1
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    from storage.database import Database
+    from storage.models import Job
+
+    config = _config(args)
+    db = Database(config.database_url)
+    with db.session() as session:
+        for job in session.scalars(select(Job).order_by(Job.id)):
+            print(
+                json.dumps(
+                    {
+                        "id": job.id,
+                        "study_uid": job.study.study_uid,
+                        "model": job.model_id,
+                        "version": job.model_version,
+                        "state": job.state.value,
+                        "attempts": job.attempts,
+                        "inputs": job.input_series,
+                        "output_series_uid": job.output_series_uid,
+                        "error": job.error,
+                    }
+                )
+            )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $DICOM_NODE_CONFIG, else built-ins)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the node").set_defaults(func=_serve)
+
+    echo = sub.add_parser("echo", help="C-ECHO the node, or a destination with --to")
+    echo.add_argument("--to", help="destination name from the configuration")
+    echo.set_defaults(func=_echo)
+
+    send = sub.add_parser("send", help="C-STORE files or folders to the node or --to")
+    send.add_argument("paths", nargs="+")
+    send.add_argument("--to", help="destination name from the configuration")
+    send.set_defaults(func=_send)
+
+    models = sub.add_parser("models", help="list or validate models").add_subparsers(
+        dest="models_command", required=True
+    )
+    listing = models.add_parser("list", help="models in models_dir")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_models_list)
+    validate = models.add_parser("validate", help="check model files and name every problem")
+    validate.add_argument("paths", nargs="+")
+    validate.set_defaults(func=_models_validate)
+
+    outbox = sub.add_parser("outbox", help="deliveries waiting, sent or parked").add_subparsers(
+        dest="outbox_command", required=True
+    )
+    olist = outbox.add_parser("list")
+    olist.add_argument("--json", action="store_true")
+    olist.set_defaults(func=_outbox_list)
+    retry = outbox.add_parser("retry", help="send a delivery again")
+    retry.add_argument("id", type=int)
+    retry.set_defaults(func=_outbox_retry)
+
+    jobs = sub.add_parser("jobs", help="synthesis jobs").add_subparsers(
+        dest="jobs_command", required=True
+    )
+    jobs.add_parser("list").set_defaults(func=_jobs_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,243 @@
+"""The node's configuration: config.yaml, validated at start; every key has a default.
+
+The keys are the public interface documented in docs/configuration.md. Relative paths
+(the SQLite file, the spool, the models folder, key files) resolve against the folder
+of the configuration file, so a config can be moved together with its data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_CONFIG = "DICOM_NODE_CONFIG"
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]+$")]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSettings(_Section):
+    ae_title: AETitle = "DICOMNODE"
+    host: str = "0.0.0.0"
+    port: int = Field(11112, ge=1, le=65535)
+    allowed_calling_aets: list[AETitle] = Field(default_factory=list)
+    stable_seconds: float = Field(10.0, ge=0)
+    max_pdu_size: int = Field(0, ge=0, description="0: unlimited")
+    network_timeout_s: float = Field(60.0, gt=0)
+    acse_timeout_s: float = Field(30.0, gt=0)
+    dimse_timeout_s: float = Field(60.0, gt=0)
+    maximum_associations: int = Field(32, ge=1)
+
+    @field_validator("ae_title", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+
+class StorageSettings(_Section):
+    database_url: str = "sqlite:///var/dicom-node.db"
+    spool_dir: Path = Path("var/spool")
+    min_free_bytes: int = Field(
+        1 << 30, ge=0, description="below this free space C-STORE answers out of resources"
+    )
+
+
+class InferenceSettings(_Section):
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1
+    )
+    models_dir: Path = Path("models")
+    batch_size: int = Field(8, ge=1, le=1024)
+    intra_op_threads: int = Field(0, ge=0, description="0: onnxruntime's default")
+    workers: int = Field(1, ge=1, le=16)
+
+
+RoleRule = dict[str, str | tuple[float, float]]
+
+DEFAULT_ROLES: dict[str, RoleRule] = {
+    "T1": {"Modality": "^MR$", "SeriesDescription": r"(?i)^(?!.*flair).*t1"},
+    "T2": {"Modality": "^MR$", "SeriesDescription": r"(?i)^(?!.*flair).*t2"},
+    "FLAIR": {"Modality": "^MR$", "SeriesDescription": "(?i)flair"},
+    "CT": {"Modality": "^CT$"},
+}
+"""Roles when the configuration names none: a FLAIR series is never taken for T1 or T2."""
+
+
+class SyntheticSettings(_Section):
+    series_description_prefix: str = Field("SYNTHETIC", min_length=1, max_length=32)
+    series_number_offset: int = Field(9000, ge=0)
+    manufacturer: str = "dicom-node"
+    institution_name: str | None = None
+    station_name: str | None = None
+
+
+class Destination(_Section):
+    name: str = Field(min_length=1)
+    ae_title: AETitle
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    @field_validator("name")
+    @classmethod
+    def _not_sender(cls, v: str) -> str:
+        if v == "sender":
+            raise ValueError("'sender' is reserved for the calling AE of a study")
+        return v
+
+
+class Route(_Section):
+    model: str = Field(min_length=1, description="model id from its card")
+    send_to: list[str] = Field(min_length=1)
+
+
+class DispatchSettings(_Section):
+    calling_ae_title: AETitle | None = Field(None, description="default: node.ae_title")
+    max_attempts: int = Field(10, ge=1)
+    backoff_initial_s: float = Field(5.0, gt=0)
+    backoff_max_s: float = Field(600.0, gt=0)
+    workers: int = Field(1, ge=1, le=16)
+
+
+class SchedulerSettings(_Section):
+    poll_seconds: float = Field(1.0, gt=0)
+    job_lease_seconds: float = Field(900.0, gt=0)
+    job_max_attempts: int = Field(3, ge=1)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    series_roles: dict[str, RoleRule] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+    destinations: list[Destination] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("series_roles")
+    @classmethod
+    def _rules(cls, roles: dict[str, RoleRule]) -> dict[str, RoleRule]:
+        for role, rule in roles.items():
+            if not rule:
+                raise ValueError(f"role {role}: a rule needs at least one attribute")
+            for keyword, expected in rule.items():
+                if isinstance(expected, str):
+                    try:
+                        re.compile(expected)
+                    except re.error as exc:
+                        raise ValueError(
+                            f"role {role}: {keyword}: bad regular expression ({exc})"
+                        ) from exc
+                elif expected[0] > expected[1]:
+                    raise ValueError(f"role {role}: {keyword}: range {expected} is empty")
+        return roles
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"destination names repeat: {names}")
+        for route in self.routes:
+            for target in route.send_to:
+                if target != "sender" and target not in names:
+                    raise ValueError(
+                        f"route {route.model}: send_to names {target!r}, "
+                        f"which is not a destination ({names or 'none defined'})"
+                    )
+        return self
+
+    def path(self, p: Path) -> Path:
+        """A configured path, resolved against the configuration file's folder."""
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute."""
+        url = self.storage.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(Path(url[len(prefix) :])))
+        return url
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.path(self.storage.spool_dir)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path(self.inference.models_dir)
+
+    @property
+    def calling_ae_title(self) -> str:
+        return self.dispatch.calling_ae_title or self.node.ae_title
+
+    def destination(self, name: str) -> Destination:
+        for d in self.destinations:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def destination_for_ae(self, ae_title: str) -> Destination | None:
+        """The destination a calling AE title designates, for routes sending to "sender"."""
+        for d in self.destinations:
+            if d.ae_title == ae_title.strip():
+                return d
+        return None
+
+
+def _format_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Reads and validates a configuration file (or ``$DICOM_NODE_CONFIG``).
+
+    With neither, the built-in defaults apply with paths relative to the working
+    directory.
+    """
+    if path is None:
+        env = os.environ.get(ENV_CONFIG)
+        path = Path(env) if env else None
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        return Config.model_validate({**raw, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_format_errors(exc)}") from exc

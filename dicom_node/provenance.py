@@ -1,0 +1,97 @@
+"""The provenance record: which model made a synthetic series, from what, where and when.
+
+One canonical JSON record per output series. It is written into a private block of
+every output instance (PS3.5 7.8: private creator ``DICOM_NODE PROVENANCE`` in group
+0071) and into the database's audit table, so that "which model made this image, from
+what inputs, when" can be answered from the image alone or from the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+PRIVATE_CREATOR = "DICOM_NODE PROVENANCE"
+PRIVATE_GROUP = 0x0071
+RECORD_ELEMENT = 0x01
+"""(0071,xx01) UT: the canonical provenance JSON."""
+RECORD_ID_ELEMENT = 0x02
+"""(0071,xx02) LO: hex of the record's 8-byte identifier (the watermark payload)."""
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    role: str
+    series_uid: str
+    instance_count: int
+    pixel_sha256: str
+    """SHA-256 of the decoded stored pixel values, slices in patient order."""
+
+
+@dataclass(frozen=True)
+class ProvenanceRecord:
+    node_name: str
+    node_version: str
+    ae_title: str
+    model_id: str
+    model_version: str
+    model_sha256: str
+    providers: tuple[str, ...]
+    inputs: tuple[InputRecord, ...]
+    study_uid: str
+    output_series_uid: str
+    output_role: str
+    route_destinations: tuple[str, ...]
+    created_at: str
+    """ISO 8601 UTC time of synthesis."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def canonical_json(self) -> bytes:
+        """Sorted keys, no insignificant whitespace, ASCII: the same record, the same bytes."""
+        return json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+
+    @property
+    def identifier(self) -> bytes:
+        """8 bytes that name this record: the first bytes of its SHA-256."""
+        return hashlib.sha256(self.canonical_json()).digest()[:8]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProvenanceRecord:
+        inputs = tuple(InputRecord(**i) for i in data["inputs"])
+        return cls(
+            **{
+                **data,
+                "inputs": inputs,
+                "providers": tuple(data["providers"]),
+                "route_destinations": tuple(data["route_destinations"]),
+            }
+        )
+
+
+def write_private_block(ds: Dataset, record: ProvenanceRecord) -> None:
+    """Stores the record in the dataset's provenance private block."""
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(RECORD_ELEMENT, "UT", record.canonical_json().decode("ascii"))
+    block.add_new(RECORD_ID_ELEMENT, "LO", record.identifier.hex())
+
+
+def read_private_block(ds: Dataset) -> ProvenanceRecord | None:
+    """The record a dataset carries, or None when it has none or it is unreadable."""
+    try:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+        raw = block[RECORD_ELEMENT].value
+    except KeyError:
+        return None
+    try:
+        text = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        return ProvenanceRecord.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -1,0 +1,278 @@
+"""Receive: the node's Application Entity (C-ECHO and C-STORE SCP).
+
+The C-STORE handler does three things and nothing slow: it writes the bytes exactly as
+received to the spool (fsync, rename), indexes the instance, and answers. Pixels are
+never decoded here; everything else happens in later stages that read the database.
+A handler failure is answered with a named failure status (PS3.4 B.2.3), never a
+silent success.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.exc import SQLAlchemyError
+
+from dicom_node.config import Config
+from dicom_node.logs import emit, get_logger
+from dicom_node.status import StoreStatus
+from storage.database import Database
+from storage.instances import ReceivedInstance, record_instance
+from storage.spool import Spool, SpoolError, instance_key
+
+log = get_logger("receive")
+
+ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+)
+
+_UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class InvalidInstance(ValueError):
+    """The data set cannot be indexed (missing or malformed identifying UIDs)."""
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+    if not value:
+        raise InvalidInstance(f"{keyword} is missing")
+    if len(value) > 64 or not _UID_PATTERN.match(value):
+        raise InvalidInstance(f"{keyword} is not a valid UID ({len(value)} characters)")
+    return value
+
+
+def describe_instance(
+    ds: Dataset,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    calling_ae: str,
+    received_at: datetime,
+    size_bytes: int = 0,
+) -> ReceivedInstance:
+    """What the index needs to know of an instance, from its header only.
+
+    The SOP Class and Instance UIDs come from the C-STORE request's command set
+    (PS3.7 9.1.1) and must agree with the data set's own.
+    """
+    study_uid = _uid(ds, "StudyInstanceUID")
+    series_uid = _uid(ds, "SeriesInstanceUID")
+    for keyword, expected in (("SOPInstanceUID", sop_instance_uid), ("SOPClassUID", sop_class_uid)):
+        own = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+        if own and own != expected:
+            raise InvalidInstance(f"{keyword} {own} differs from the request's {expected}")
+    if not _UID_PATTERN.match(sop_instance_uid) or len(sop_instance_uid) > 64:
+        raise InvalidInstance("SOPInstanceUID is not a valid UID")
+    return ReceivedInstance(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid=sop_class_uid,
+        transfer_syntax_uid=transfer_syntax_uid,
+        modality=str(ds.get("Modality", "") or "")[:16],
+        spool_key=instance_key(study_uid, series_uid, sop_instance_uid),
+        size_bytes=size_bytes,
+        calling_ae=calling_ae,
+        received_at=received_at,
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StoreHandler:
+    """Handles EVT_C_STORE: spool, index, answer."""
+
+    db: Database
+    spool: Spool
+    min_free_bytes: int
+    clock: Callable[[], datetime] = utcnow
+
+    def __call__(self, event: Event) -> int:
+        req = cast(C_STORE, event.request)
+        sop_instance_uid = str(req.AffectedSOPInstanceUID or "")
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
+        if self.spool.free_bytes() < self.min_free_bytes:
+            emit(
+                log,
+                "store.refused",
+                30,
+                reason="disk below min_free_bytes",
+                sop_instance_uid=sop_instance_uid,
+                calling_ae=calling_ae,
+            )
+            return StoreStatus.OUT_OF_RESOURCES
+        try:
+            rec = describe_instance(
+                event.dataset,
+                sop_class_uid=str(req.AffectedSOPClassUID or ""),
+                sop_instance_uid=sop_instance_uid,
+                transfer_syntax_uid=str(event.context.transfer_syntax),
+                calling_ae=calling_ae,
+                received_at=self.clock(),
+            )
+        except (InvalidInstance, ValueError, EOFError, OSError, KeyError) as exc:
+            emit(
+                log,
+                "store.rejected",
+                30,
+                reason=f"cannot index: {exc}",
+                sop_instance_uid=sop_instance_uid[:64],
+                calling_ae=calling_ae,
+            )
+            return StoreStatus.CANNOT_UNDERSTAND
+        try:
+            size = self.spool.write(rec.spool_key, _part10(event, calling_ae))
+        except SpoolError as exc:
+            reason = "disk full" if exc.errno == errno.ENOSPC else str(exc)
+            emit(log, "store.failed", 40, reason=reason, sop_instance_uid=rec.sop_instance_uid)
+            return StoreStatus.OUT_OF_RESOURCES
+        try:
+            with self.db.session() as session:
+                record_instance(session, _with_size(rec, size))
+        except SQLAlchemyError as exc:
+            emit(
+                log,
+                "store.failed",
+                40,
+                reason=f"database: {type(exc).__name__}",
+                sop_instance_uid=rec.sop_instance_uid,
+            )
+            return StoreStatus.OUT_OF_RESOURCES
+        emit(
+            log,
+            "instance.stored",
+            10,
+            study_uid=rec.study_uid,
+            series_uid=rec.series_uid,
+            sop_instance_uid=rec.sop_instance_uid,
+            calling_ae=calling_ae,
+            bytes=size,
+        )
+        return StoreStatus.SUCCESS
+
+
+def _part10(event: Event, calling_ae: str) -> bytes:
+    """The data set exactly as received, behind a File Meta Information header (PS3.10
+    7.1) that also names the sending AE, so the spool file alone says where it came from."""
+    meta = event.file_meta
+    meta.SourceApplicationEntityTitle = calling_ae or None
+    return b"".join(
+        (b"\x00" * 128, b"DICM", encode_file_meta(meta), event.encoded_dataset(include_meta=False))
+    )
+
+
+def _with_size(rec: ReceivedInstance, size: int) -> ReceivedInstance:
+    return ReceivedInstance(**{**rec.__dict__, "size_bytes": size})
+
+
+def _on_echo(event: Event) -> int:
+    emit(log, "echo", 10, calling_ae=str(event.assoc.requestor.ae_title).strip())
+    return 0x0000
+
+
+def _on_rejected(event: Event) -> None:
+    rq = event.assoc.requestor
+    emit(
+        log,
+        "association.rejected",
+        30,
+        calling_ae=str(rq.ae_title).strip(),
+        address=rq.address,
+        reason="calling AE title not allowed or too many associations",
+    )
+
+
+def _on_established(event: Event) -> None:
+    rq = event.assoc.requestor
+    emit(log, "association.accepted", 10, calling_ae=str(rq.ae_title).strip(), address=rq.address)
+
+
+class StorageSCP:
+    """The listening Application Entity; runs its own threads (one per association)."""
+
+    def __init__(
+        self, config: Config, db: Database, spool: Spool, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.config = config
+        self.handler = StoreHandler(db, spool, config.storage.min_free_bytes, clock)
+        self._server: ThreadedAssociationServer | None = None
+        self._lock = threading.Lock()
+
+    def _make_ae(self) -> AE:
+        node = self.config.node
+        ae = AE(ae_title=node.ae_title)
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(str(context.abstract_syntax), list(ACCEPTED_TRANSFER_SYNTAXES))
+        ae.require_calling_aet = list(node.allowed_calling_aets)
+        ae.maximum_pdu_size = node.max_pdu_size
+        ae.maximum_associations = node.maximum_associations
+        ae.network_timeout = node.network_timeout_s
+        ae.acse_timeout = node.acse_timeout_s
+        ae.dimse_timeout = node.dimse_timeout_s
+        return ae
+
+    def start(self) -> tuple[str, int]:
+        """Starts listening; returns the bound (host, port) (port 0 picks a free one)."""
+        handlers: list[Any] = [
+            (evt.EVT_C_ECHO, _on_echo),
+            (evt.EVT_C_STORE, self.handler),
+            (evt.EVT_REJECTED, _on_rejected),
+            (evt.EVT_ESTABLISHED, _on_established),
+        ]
+        ae = self._make_ae()
+        server = ae.start_server(
+            (self.config.node.host, self.config.node.port), block=False, evt_handlers=handlers
+        )
+        if server is None:
+            raise RuntimeError("pynetdicom returned no server for a non-blocking start")
+        with self._lock:
+            self._server = server
+        host, port = server.server_address[:2]
+        emit(log, "scp.listening", ae_title=self.config.node.ae_title, host=host, port=port)
+        return str(host), int(port)
+
+    def active_associations(self) -> int:
+        with self._lock:
+            server = self._server
+        return len(server.active_associations) if server else 0
+
+    def stop_listening(self) -> None:
+        """Closes the listening socket; associations in progress go on to their end."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            emit(log, "scp.stopped_listening")

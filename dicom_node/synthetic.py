@@ -1,0 +1,288 @@
+"""Label: an output volume → a synthetic DICOM series that cannot pass for an acquired one.
+
+Classic single-frame CT Image Storage for CT outputs (what treatment planning systems
+accept) and MR Image Storage for MR outputs, one instance per slice of the first
+input, on its geometry, in its study and Frame of Reference. Every instance carries the
+marks of ARCHITECTURE.md: Synthetic Data = YES, Image Type DERIVED\\SECONDARY, a Series
+Description prefix, Derivation Description, Source Image Sequence, a Contributing
+Equipment item coded (109100, DCM, "Synthesizing Equipment"), and the provenance record
+in a private block.
+
+Like highdicom's constructors, :func:`build_series` either returns a complete, valid
+series or raises ``ValueError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.codedict import codes
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+
+from dicom_node import __version__
+from dicom_node.provenance import ProvenanceRecord, write_private_block
+from dicom_node.uids import output_instance_uid
+from dicom_node.volume import SeriesVolume
+from inference.card import ModelCard
+from inference.geometry import Volume
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+IMPLEMENTATION_VERSION = f"DICOMNODE_{__version__}"[:16]
+
+PATIENT_AND_STUDY_KEYWORDS = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "PatientBirthDate",
+    "PatientSex",
+    "OtherPatientIDsSequence",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "PatientPosition",
+    "BodyPartExamined",
+)
+"""Copied from the source so the output files under the same patient and study."""
+
+SOURCE_IMAGE_PURPOSE = hd.sr.CodedConcept(
+    "121322", "DCM", "Source image for image processing operation"
+)
+
+
+@dataclass(frozen=True)
+class Marking:
+    """How outputs are labelled (config: ``synthetic``)."""
+
+    series_description_prefix: str = "SYNTHETIC"
+    series_number_offset: int = 9000
+    manufacturer: str = "dicom-node"
+    institution_name: str | None = None
+    station_name: str | None = None
+
+
+def _stored_values(values: np.ndarray, card: ModelCard) -> tuple[np.ndarray, int]:
+    """Output in physical units → stored integers and Pixel Representation.
+
+    CT is stored as signed 16-bit HU (slope 1, intercept 0), MR as unsigned 16-bit.
+    """
+    lo, hi = card.output.value_range
+    rounded = np.rint(np.clip(values, lo, hi))
+    if card.output.modality == "CT":
+        return np.clip(rounded, -32768, 32767).astype(np.int16), 1
+    return np.clip(rounded, 0, 65535).astype(np.uint16), 0
+
+
+def _window(stored: np.ndarray, modality: str) -> tuple[list[float], list[float], str]:
+    if modality == "CT":
+        return [40.0, 400.0], [400.0, 1800.0], "SOFT TISSUE\\BONE"
+    lo, hi = np.percentile(stored, [1.0, 99.5])
+    width = max(float(hi - lo), 1.0)
+    return [float(lo + width / 2)], [width], "AUTO"
+
+
+def _contributing_equipment(card: ModelCard, marking: Marking, when: datetime) -> Dataset:
+    return hd.ContributingEquipment(
+        manufacturer=marking.manufacturer,
+        purpose_of_reference=codes.DCM.SynthesizingEquipment,
+        manufacturer_model_name="dicom-node",
+        software_versions=[__version__, card.key],
+        institution_name=marking.institution_name,
+        station_name=marking.station_name,
+        contribution_datetime=when,
+        contribution_description=f"synthesized by model {card.id} version {card.version}",
+    )
+
+
+def _nearest_slice(source: SeriesVolume, position: np.ndarray) -> Dataset:
+    geometry = source.volume.geometry
+    normal = np.asarray(geometry.slice_direction)
+    offset = float(np.dot(position - np.asarray(geometry.origin), normal))
+    k = int(np.clip(round(offset / geometry.spacing[0]), 0, geometry.shape[0] - 1))
+    return source.headers[k]
+
+
+def _source_images(sources: Sequence[SeriesVolume], k: int) -> DicomSequence:
+    position = np.asarray(sources[0].volume.geometry.slice_origin(k))
+    items = []
+    for i, source in enumerate(sources):
+        header = source.headers[k] if i == 0 else _nearest_slice(source, position)
+        item = Dataset()
+        item.ReferencedSOPClassUID = header.SOPClassUID
+        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        item.PurposeOfReferenceCodeSequence = [SOURCE_IMAGE_PURPOSE]
+        items.append(item)
+    return DicomSequence(items)
+
+
+def _referenced_series(sources: Sequence[SeriesVolume]) -> DicomSequence:
+    items = []
+    for source in sources:
+        item = Dataset()
+        item.SeriesInstanceUID = source.series_uid
+        item.ReferencedInstanceSequence = [
+            _reference(h.SOPClassUID, h.SOPInstanceUID) for h in source.headers
+        ]
+        items.append(item)
+    return DicomSequence(items)
+
+
+def _reference(sop_class: str, sop_instance: str) -> Dataset:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = sop_class
+    ref.ReferencedSOPInstanceUID = sop_instance
+    return ref
+
+
+def _series_description(card: ModelCard, source: Dataset, marking: Marking) -> str:
+    base = str(source.get("SeriesDescription", "") or card.input_roles[0])
+    text = f"{marking.series_description_prefix} {card.output.role} from {base} ({card.id})"
+    return text[:64]
+
+
+def _check(output: Volume, sources: Sequence[SeriesVolume], card: ModelCard) -> None:
+    if not sources:
+        raise ValueError("sources: at least one source series is needed")
+    if len(sources) != len(card.inputs):
+        raise ValueError(f"sources: {card.key} has {len(card.inputs)} inputs, got {len(sources)}")
+    if not output.geometry.same_grid(sources[0].volume.geometry):
+        raise ValueError("output: not on the first source series' grid")
+    if not np.all(np.isfinite(output.array)):
+        raise ValueError("output: has NaN or infinite values")
+
+
+def _laterality(ds: Dataset, source: Dataset) -> None:
+    """Laterality (Type 2C): the source's, else empty ("unknown") when the body part is
+    not stated, since a paired body part cannot be ruled out (PS3.3 C.7.3.1)."""
+    if "Laterality" in source:
+        ds.Laterality = source.Laterality
+    elif "BodyPartExamined" not in source:
+        ds.Laterality = None
+
+
+def _modality_module(ds: Dataset, card: ModelCard, source: Dataset) -> None:
+    if card.output.modality == "CT":
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.RescaleType = "HU"
+        ds.KVP = None
+        ds.AcquisitionNumber = None
+        return
+    ds.ScanningSequence = "RM"
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = None
+    ds.MRAcquisitionType = source.get("MRAcquisitionType", None)
+    ds.EchoTime = None
+    ds.RepetitionTime = None
+    ds.EchoTrainLength = None
+    ds.MagneticFieldStrength = source.get("MagneticFieldStrength", None)
+    ds.AcquisitionNumber = None
+
+
+def build_series(
+    output: Volume,
+    sources: Sequence[SeriesVolume],
+    card: ModelCard,
+    provenance: ProvenanceRecord,
+    marking: Marking,
+    now: datetime,
+) -> list[Dataset]:
+    """One instance per slice of ``sources[0]``, in slice order, ready to be written."""
+    _check(output, sources, card)
+    stored, pixel_representation = _stored_values(output.array, card)
+    centers, widths, explanation = _window(stored, card.output.modality)
+    series_uid = provenance.output_series_uid
+    ct = card.output.modality == "CT"
+    sop_class = CT_IMAGE_STORAGE if ct else MR_IMAGE_STORAGE
+    first = sources[0].headers[0]
+    equipment = _contributing_equipment(card, marking, now)
+    referenced = _referenced_series(sources)
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    derivation = (
+        f"Synthetic {card.output.role} computed by model {card.id} version {card.version} "
+        f"from {' + '.join(card.input_roles)}; not an acquired image"
+    )
+    instances = []
+    for k, header in enumerate(sources[0].headers):
+        ds = Dataset()
+        for keyword in PATIENT_AND_STUDY_KEYWORDS:
+            if keyword in header:
+                ds[keyword] = header[keyword]
+        ds.SOPClassUID = sop_class
+        ds.SOPInstanceUID = output_instance_uid(series_uid, k)
+        ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+        ds.Modality = card.output.modality
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = int(first.get("SeriesNumber", 0) or 0) + marking.series_number_offset
+        ds.SeriesDescription = _series_description(card, first, marking)
+        ds.SeriesDate, ds.SeriesTime = date, time
+        ds.SyntheticData = "YES"
+        _laterality(ds, first)
+        ds.Manufacturer = marking.manufacturer
+        ds.ManufacturerModelName = "dicom-node"
+        ds.SoftwareVersions = [__version__, card.key]
+        if marking.institution_name:
+            ds.InstitutionName = marking.institution_name
+        if marking.station_name:
+            ds.StationName = marking.station_name
+        ds.ContentDate, ds.ContentTime = date, time
+        ds.InstanceNumber = k + 1
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if ct else "OTHER", "SYNTHETIC"]
+        ds.BurnedInAnnotation = "NO"
+        ds.ImageComments = "SYNTHETIC IMAGE - NOT ACQUIRED - " + card.key
+        ds.DerivationDescription = derivation[:1024]
+        ds.SourceImageSequence = _source_images(sources, k)
+        ds.ReferencedSeriesSequence = referenced
+        ds.ContributingEquipmentSequence = [equipment]
+        ds.ImagePositionPatient = [float(v) for v in header.ImagePositionPatient]
+        ds.ImageOrientationPatient = [float(v) for v in header.ImageOrientationPatient]
+        ds.PixelSpacing = [float(v) for v in header.PixelSpacing]
+        ds.SliceThickness = header.get("SliceThickness", None)
+        if "SliceLocation" in header:
+            ds.SliceLocation = header.SliceLocation
+        _modality_module(ds, card, first)
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = pixel_representation
+        ds.WindowCenter, ds.WindowWidth = centers, widths
+        ds.WindowCenterWidthExplanation = explanation.split("\\")[: len(centers)]
+        ds.PixelData = (
+            np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
+        )
+        write_private_block(ds, provenance)
+        ds.file_meta = _file_meta(sop_class, ds.SOPInstanceUID)
+        instances.append(ds)
+    return instances
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta

@@ -1,0 +1,30 @@
+"""Deterministic UIDs for what the node produces.
+
+The same inputs through the same model version always give the same Series and SOP
+Instance UIDs, so a re-run (a resent study, a restart mid-way) replaces its earlier
+output at the destination instead of adding a second series. UIDs take the 2.25 form
+(PS3.5 B.2): the decimal value of a UUID, here a name-based UUID version 8 (RFC 9562)
+built from a SHA-256 of the names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+
+
+def uid_from_names(*names: str) -> str:
+    """A 2.25 UID that is a pure function of ``names``."""
+    digest = bytearray(hashlib.sha256("\x00".join(names).encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
+    return f"2.25.{uuid.UUID(bytes=bytes(digest)).int}"
+
+
+def output_series_uid(input_series_uids: Sequence[str], model_id: str, model_version: str) -> str:
+    return uid_from_names("series", *input_series_uids, model_id, model_version)
+
+
+def output_instance_uid(output_series: str, slice_index: int) -> str:
+    return uid_from_names("instance", output_series, str(slice_index))

@@ -1,0 +1,292 @@
+"""Infer and label: a job's input series → model → synthetic series in the spool → outbox.
+
+A worker claims one job, decodes its inputs, runs the model, writes the output
+instances to the spool (deterministic UIDs and file names, so a re-run overwrites), and
+then commits in one transaction the output row, one delivery per destination, the
+audit record and the job's end. A crash anywhere before that commit leaves the job to
+be claimed again; nothing is half-delivered because deliveries only exist after it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dicom_node import __version__
+from dicom_node.config import Config
+from dicom_node.logs import emit, get_logger
+from dicom_node.provenance import InputRecord, ProvenanceRecord
+from dicom_node.synthetic import Marking, build_series
+from dicom_node.uids import output_series_uid
+from dicom_node.volume import SeriesVolume, VolumeError, load_series
+from inference.predict import InferenceError, translate
+from inference.registry import LoadedModel, Registry
+from storage.database import Database
+from storage.models import (
+    AuditEvent,
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobState,
+    OutputSeries,
+    Series,
+)
+from storage.queue import claim_job, worker_name
+from storage.spool import Spool, output_instance_key, output_series_key
+
+log = get_logger("synthesize")
+
+
+class JobError(ValueError):
+    """The job cannot succeed as it stands (bad input, model gone); retrying won't help."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    study_uid: str
+    model_id: str
+    model_version: str
+    input_series: tuple[str, ...]
+    send_to: tuple[str, ...]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Output:
+    series_uid: str
+    sop_class_uid: str
+    spool_key: str
+    instances: int
+    provenance: ProvenanceRecord
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Synthesizer:
+    """The infer + label stage; one instance per worker thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        spool: Spool,
+        registry: Registry,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.spool = spool
+        self.registry = registry
+        self.clock = clock
+        self.marking = Marking(**config.synthetic.model_dump())
+        self.name = worker_name("synthesize")
+
+    def run_once(self) -> bool:
+        """Claims and runs one job; False when there was none."""
+        job = self._claim()
+        if job is None:
+            return False
+        emit(
+            log,
+            "job.started",
+            job_id=job.id,
+            study_uid=job.study_uid,
+            model=job.model_id,
+            attempt=job.attempts,
+        )
+        try:
+            output = self._synthesize(job)
+        except (JobError, VolumeError, InferenceError, ValueError) as exc:
+            self._fail(job, str(exc), retry=False)
+        except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
+            self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+        else:
+            self._complete(job, output)
+        return True
+
+    def _claim(self) -> ClaimedJob | None:
+        lease = timedelta(seconds=self.config.scheduler.job_lease_seconds)
+        with self.db.session() as session:
+            job = claim_job(session, self.name, self.clock(), lease)
+            if job is None:
+                return None
+            return ClaimedJob(
+                job.id,
+                job.study.study_uid,
+                job.model_id,
+                job.model_version,
+                tuple(job.input_series),
+                tuple(job.send_to),
+                job.attempts,
+            )
+
+    def _model(self, job: ClaimedJob) -> LoadedModel:
+        model = self.registry.get(job.model_id)
+        if model is None:
+            raise JobError(f"model {job.model_id} is not loaded on this node")
+        if model.card.version != job.model_version:
+            raise JobError(
+                f"job was routed for {job.model_id} version {job.model_version}, "
+                f"this node has version {model.card.version}"
+            )
+        return model
+
+    def _inputs(self, job: ClaimedJob) -> list[SeriesVolume]:
+        with self.db.session() as session:
+            keys = {uid: _instance_keys(session, uid) for uid in job.input_series}
+        volumes = []
+        for uid in job.input_series:
+            if not keys[uid]:
+                raise JobError(f"series {uid}: no instances indexed")
+            volumes.append(load_series([self.spool.path(k) for k in keys[uid]], uid))
+        return volumes
+
+    def _synthesize(self, job: ClaimedJob) -> Output:
+        model = self._model(job)
+        card = model.card
+        sources = self._inputs(job)
+        result = translate(model, [s.volume for s in sources], self.config.inference.batch_size)
+        now = self.clock()
+        series_uid = output_series_uid(job.input_series, card.id, card.version)
+        provenance = ProvenanceRecord(
+            node_name=self.config.node.ae_title,
+            node_version=__version__,
+            ae_title=self.config.node.ae_title,
+            model_id=card.id,
+            model_version=card.version,
+            model_sha256=model.sha256,
+            providers=model.providers,
+            inputs=tuple(
+                InputRecord(role, s.series_uid, len(s.headers), s.pixel_sha256)
+                for role, s in zip(card.input_roles, sources, strict=True)
+            ),
+            study_uid=job.study_uid,
+            output_series_uid=series_uid,
+            output_role=card.output.role,
+            route_destinations=job.send_to,
+            created_at=now.isoformat(),
+        )
+        datasets = build_series(result, sources, card, provenance, self.marking, now)
+        key = output_series_key(series_uid)
+        for index, ds in enumerate(datasets):
+            self.spool.write(output_instance_key(key, index), _encode(ds))
+        return Output(series_uid, str(datasets[0].SOPClassUID), key, len(datasets), provenance)
+
+    def _complete(self, job: ClaimedJob, output: Output) -> None:
+        now = self.clock()
+        with self.db.session() as session:
+            row = session.scalar(
+                select(OutputSeries).where(OutputSeries.series_uid == output.series_uid)
+            )
+            if row is None:
+                row = OutputSeries(series_uid=output.series_uid, created_at=now)
+                session.add(row)
+            row.job_id = job.id
+            row.study_uid = job.study_uid
+            row.sop_class_uid = output.sop_class_uid
+            row.spool_key = output.spool_key
+            row.instance_count = output.instances
+            row.model_key = f"{job.model_id}@{job.model_version}"
+            row.provenance = output.provenance.to_dict()
+            session.flush()
+            _queue_deliveries(session, row.id, job.send_to, now)
+            db_job = session.get_one(Job, job.id)
+            db_job.state = JobState.DONE
+            db_job.error = None
+            db_job.output_series_uid = output.series_uid
+            db_job.lease_until = None
+            db_job.updated_at = now
+            session.add(
+                AuditEvent(
+                    at=now,
+                    kind="series.synthesized",
+                    study_uid=job.study_uid,
+                    series_uid=output.series_uid,
+                    job_id=job.id,
+                    detail=output.provenance.to_dict(),
+                )
+            )
+        emit(
+            log,
+            "job.done",
+            job_id=job.id,
+            study_uid=job.study_uid,
+            series_uid=output.series_uid,
+            instances=output.instances,
+            providers=list(output.provenance.providers),
+            send_to=list(job.send_to),
+        )
+
+    def _fail(self, job: ClaimedJob, reason: str, retry: bool) -> None:
+        now = self.clock()
+        final = not retry or job.attempts >= self.config.scheduler.job_max_attempts
+        with self.db.session() as session:
+            db_job = session.get_one(Job, job.id)
+            db_job.state = JobState.FAILED if final else JobState.PENDING
+            db_job.error = reason[:4000]
+            db_job.lease_until = None
+            db_job.worker = None
+            db_job.updated_at = now
+            session.add(
+                AuditEvent(
+                    at=now,
+                    kind="job.failed" if final else "job.retry",
+                    study_uid=job.study_uid,
+                    job_id=job.id,
+                    detail={"reason": reason[:4000], "attempt": job.attempts},
+                )
+            )
+        emit(
+            log,
+            "job.failed" if final else "job.retry",
+            40,
+            job_id=job.id,
+            study_uid=job.study_uid,
+            model=job.model_id,
+            reason=reason[:500],
+        )
+
+
+def _instance_keys(session: Session, series_uid: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Instance.spool_key)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Series.series_uid == series_uid)
+            .order_by(Instance.id)
+        )
+    )
+
+
+def _queue_deliveries(
+    session: Session, output_id: int, destinations: Sequence[str], now: datetime
+) -> None:
+    """One outbox row per destination; a re-run re-arms rows that already exist."""
+    for name in destinations:
+        delivery = session.scalar(
+            select(Delivery).where(
+                Delivery.output_series_id == output_id, Delivery.destination == name
+            )
+        )
+        if delivery is None:
+            delivery = Delivery(output_series_id=output_id, destination=name, created_at=now)
+            session.add(delivery)
+        delivery.state = DeliveryState.PENDING
+        delivery.attempts = 0
+        delivery.next_attempt_at = now
+        delivery.last_error = None
+        delivery.lease_until = None
+        delivery.worker = None

@@ -1,0 +1,137 @@
+"""Inference: volumes in, volume out, on the first input's grid.
+
+Inputs are resampled onto the first input's grid, normalised per the card, cut into
+what the network takes (batched 2D slices, 2.5D slice stacks, or overlapping 3D patches
+blended back together), and the output is denormalised into its physical units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from inference.card import Spatial3D, Spatial25D
+from inference.geometry import FloatArray, Volume
+from inference.normalize import denormalize, normalize
+from inference.registry import LoadedModel
+from inference.resample import in_plane_shape, onto_grid, zoom_in_plane
+
+
+class InferenceError(RuntimeError):
+    """The model could not be run on these inputs; the message says why."""
+
+
+def _prepare(model: LoadedModel, inputs: Sequence[Volume]) -> tuple[FloatArray, tuple[int, int]]:
+    """(channels, slices, rows, cols) normalised input at the model's spacing, and the
+    in-plane shape to return to."""
+    card = model.card
+    if len(inputs) != len(card.inputs):
+        raise InferenceError(f"{card.key} takes {len(card.inputs)} inputs, got {len(inputs)}")
+    reference = inputs[0].geometry
+    native = reference.shape[1:]
+    work = in_plane_shape(reference, card.pixel_spacing_mm) if card.pixel_spacing_mm else native
+    channels = []
+    for spec, volume in zip(card.inputs, inputs, strict=True):
+        aligned = onto_grid(volume, reference).array
+        channels.append(zoom_in_plane(normalize(aligned, spec.normalization), work))
+    return np.stack(channels), native
+
+
+def _pad_to(x: FloatArray, multiple: int) -> tuple[FloatArray, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        pad = [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)]
+        x = np.pad(x, pad, mode="edge")
+    return x, (h, w)
+
+
+def _slice_stacks(x: FloatArray, half: int) -> Iterator[FloatArray]:
+    """Per slice: (channels × (2·half+1), H, W), neighbours clamped at the ends."""
+    depth = x.shape[1]
+    for k in range(depth):
+        idx = np.clip(np.arange(k - half, k + half + 1), 0, depth - 1)
+        yield x[:, idx].reshape(-1, *x.shape[2:])
+
+
+def _run_batches(model: LoadedModel, items: Iterator[FloatArray], batch: int) -> FloatArray:
+    outputs, pending = [], []
+    for item in items:
+        pending.append(item)
+        if len(pending) == batch:
+            outputs.append(_run(model, np.stack(pending)))
+            pending = []
+    if pending:
+        outputs.append(_run(model, np.stack(pending)))
+    return np.concatenate(outputs)[:, 0]
+
+
+def _run(model: LoadedModel, tensor: FloatArray) -> FloatArray:
+    (out,) = model.session.run(None, {model.input_name: np.ascontiguousarray(tensor)})
+    return np.asarray(out, dtype=np.float32)
+
+
+def _predict_slices(model: LoadedModel, x: FloatArray, batch: int) -> FloatArray:
+    half = model.card.spatial.slices // 2 if isinstance(model.card.spatial, Spatial25D) else 0
+    padded, (h, w) = _pad_to(x, model.card.tile_multiple)
+    out = _run_batches(model, _slice_stacks(padded, half), batch)
+    return out[:, :h, :w]
+
+
+def _starts(size: int, patch: int, step: int) -> list[int]:
+    if size <= patch:
+        return [0]
+    starts = list(range(0, size - patch, step))
+    return [*starts, size - patch]
+
+
+def _blend_weights(patch: tuple[int, int, int]) -> FloatArray:
+    """Separable triangular weights: patch centres count more than their borders."""
+    axes = [1.0 - np.abs(np.linspace(-1, 1, n)) * 0.9 for n in patch]
+    return (axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]).astype(
+        np.float32
+    )
+
+
+def _predict_patches(
+    model: LoadedModel, x: FloatArray, spatial: Spatial3D, batch: int
+) -> FloatArray:
+    patch = spatial.patch
+    shape = x.shape[1:]
+    pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, shape, strict=True)]
+    xp = np.pad(x, pad, mode="edge")
+    steps = [max(1, int(p * (1 - spatial.overlap))) for p in patch]
+    corners = [
+        (a, b, c)
+        for a in _starts(xp.shape[1], patch[0], steps[0])
+        for b in _starts(xp.shape[2], patch[1], steps[1])
+        for c in _starts(xp.shape[3], patch[2], steps[2])
+    ]
+    weights = _blend_weights(patch)
+    acc = np.zeros(xp.shape[1:], dtype=np.float32)
+    norm = np.zeros(xp.shape[1:], dtype=np.float32)
+    for i in range(0, len(corners), batch):
+        chunk = corners[i : i + batch]
+        tensor = np.stack(
+            [xp[:, a : a + patch[0], b : b + patch[1], c : c + patch[2]] for a, b, c in chunk]
+        )
+        for (a, b, c), out in zip(chunk, _run(model, tensor)[:, 0], strict=True):
+            region = (slice(a, a + patch[0]), slice(b, b + patch[1]), slice(c, c + patch[2]))
+            acc[region] += out * weights
+            norm[region] += weights
+    return (acc / norm)[: shape[0], : shape[1], : shape[2]]
+
+
+def translate(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8) -> Volume:
+    """Runs ``model`` on ``inputs`` (in the card's input order); output on inputs[0]'s grid."""
+    x, native = _prepare(model, inputs)
+    spatial = model.card.spatial
+    if isinstance(spatial, Spatial3D):
+        y = _predict_patches(model, x, spatial, batch_size)
+    else:
+        y = _predict_slices(model, x, batch_size)
+    y = zoom_in_plane(y, native)
+    out = model.card.output
+    values = denormalize(y, out.denormalization, out.value_range)
+    return Volume(values, inputs[0].geometry, {"model": model.card.key})

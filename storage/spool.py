@@ -1,0 +1,122 @@
+"""The spool: one file per received or produced instance, written atomically.
+
+A file is written to a temporary name in its final folder, fsynced, renamed, and the
+folder fsynced, before anyone is told it exists; after a crash a file is either
+complete or absent. Names are hashes, never UIDs taken from the network, so a hostile
+UID such as ``../../x`` can only ever name a file inside the spool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+_TMP_SUFFIX = ".partial"
+
+
+class SpoolError(OSError):
+    """The spool cannot hold a file (disk full, permissions); the message names it."""
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def instance_key(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
+    """The spool key of a received instance: a path made only of hex digits and '/'."""
+    d = _digest("instance", study_uid, series_uid, sop_instance_uid)
+    return f"instances/{d[:2]}/{d[2:4]}/{d}.dcm"
+
+
+def output_series_key(series_uid: str) -> str:
+    """The spool folder of a synthetic series the node produced."""
+    d = _digest("output", series_uid)
+    return f"outputs/{d[:2]}/{d}"
+
+
+def output_instance_key(series_key: str, index: int) -> str:
+    return f"{series_key}/{index:05d}.dcm"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Files under one root folder, created owner-only (0700 folders, 0600 files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    def path(self, key: str) -> Path:
+        """The file a key names; refuses a key that would leave the spool."""
+        p = (self.root / key).resolve()
+        if not p.is_relative_to(self.root):
+            raise SpoolError(f"spool key {key!r} leaves the spool")
+        return p
+
+    def write(self, key: str, data: bytes | memoryview) -> int:
+        """Durably stores ``data`` under ``key``, replacing what was there; returns its size."""
+        target = self.path(key)
+        folder = target.parent
+        tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}"
+        try:
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _fsync_dir(folder.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+            _fsync_dir(folder)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpoolError(exc.errno, f"cannot write {key}: {exc.strerror}") from exc
+        return len(data)
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def remove_tree(self, key: str) -> None:
+        shutil.rmtree(self.path(key), ignore_errors=True)
+
+    def instance_files(self) -> Iterator[str]:
+        """Keys of every received instance file, for reconciliation after a crash."""
+        base = self.root / "instances"
+        if not base.is_dir():
+            return
+        for p in sorted(base.rglob("*.dcm")):
+            yield p.relative_to(self.root).as_posix()
+
+    def remove_partials(self) -> int:
+        """Deletes temporary files a crash left behind; they were never acknowledged."""
+        count = 0
+        for p in self.root.rglob(f"*{_TMP_SUFFIX}"):
+            p.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free

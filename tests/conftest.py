@@ -1,0 +1,87 @@
+"""Shared fixtures: real Orthanc servers, a running node, and models with known output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import yaml
+from onnx_models import conv1x1_model, linear_card
+from peers import Orthanc, free_port
+
+from dicom_node.config import Config, load_config
+from dicom_node.node import Node
+
+pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
+    started: list[Orthanc] = []
+
+    def make(name: str = "orthanc", **kwargs: Any) -> Orthanc:
+        server = Orthanc(folder=tmp_path / name, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    """A models folder with `mr-t1-to-ct`: HU = 2·T1 − 1000, exactly."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    conv1x1_model(folder / "mr-t1-to-ct.onnx", linear_card(), weights=[2.0], bias=-1000.0)
+    return folder
+
+
+def write_config(folder: Path, overrides: dict[str, Any]) -> Path:
+    """A config.yaml for a test node on a free port, with fast stability and polling."""
+    base: dict[str, Any] = {
+        "node": {
+            "ae_title": "DICOMNODE",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "stable_seconds": 1.0,
+        },
+        "storage": {
+            "database_url": "sqlite:///var/node.db",
+            "spool_dir": "var/spool",
+            "min_free_bytes": 0,
+        },
+        "inference": {"providers": ["CPUExecutionProvider"], "models_dir": "models"},
+        "scheduler": {"poll_seconds": 0.1},
+        "dispatch": {"backoff_initial_s": 0.5, "backoff_max_s": 2.0},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(base.get(section), dict):
+            base[section] = {**base[section], **values}
+        else:
+            base[section] = values
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Starts in-process nodes from config overrides; stops them at the end."""
+    running: list[Node] = []
+
+    def make(overrides: dict[str, Any] | None = None, folder: Path | None = None) -> Node:
+        config: Config = load_config(write_config(folder or tmp_path, overrides or {}))
+        node = Node(config)
+        node.start()
+        running.append(node)
+        return node
+
+    yield make
+    for node in running:
+        node.stop(drain_s=5)

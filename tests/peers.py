@@ -1,0 +1,210 @@
+"""Real peers for the tests: an Orthanc server and the DCMTK command-line clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+AUTO_ROUTE_LUA = """
+function OnStableStudy(studyId, tags, metadata)
+  RestApiPost('/modalities/node/store',
+              '{"Resources": ["' .. studyId .. '"], "Asynchronous": true}')
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Orthanc:
+    """An Orthanc process on free loopback ports, with its own storage folder."""
+
+    folder: Path
+    aet: str = "ORTHANC"
+    modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    auto_route: bool = False
+    stable_age: int = 1
+    http_port: int = field(default_factory=free_port)
+    dicom_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "Name": "dicom-node-tests",
+            "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpServerEnabled": True,
+            "DicomServerEnabled": True,
+            "StableAge": self.stable_age,
+            "DicomModalities": {k: list(v) for k, v in self.modalities.items()},
+            "Plugins": [],
+            "ConcurrentJobs": 2,
+        }
+        if self.auto_route:
+            lua = self.folder / "autoroute.lua"
+            lua.write_text(AUTO_ROUTE_LUA)
+            cfg["LuaScripts"] = [str(lua)]
+        return cfg
+
+    def start(self) -> Orthanc:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "orthanc.json"
+        path.write_text(json.dumps(self.config(), indent=2))
+        log = (self.folder / "orthanc.log").open("ab")
+        self.process = subprocess.Popen(
+            ["Orthanc", str(path)], stdout=log, stderr=subprocess.STDOUT, env=DCMTK_ENV
+        )
+        wait_until(self._alive, 30, what="Orthanc to answer on its REST port")
+        return self
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"Orthanc exited: {(self.folder / 'orthanc.log').read_text()}")
+        try:
+            self.get("/system")
+            return True
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return bytes(r.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def delete(self, path: str) -> None:
+        req = urllib.request.Request(self.url + path, method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
+
+    def series_of_study(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every series of a study with its main tags and instance count."""
+        found = self.post(
+            "/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}
+        )
+        if not found:
+            return []
+        return list(self.get(f"/studies/{found[0]}/series?expand"))
+
+    def instances_of_series(self, series_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/series/{series_id}/instances"))
+
+    def download(self, instance_id: str, dest: Path) -> Path:
+        dest.write_bytes(self.get_bytes(f"/instances/{instance_id}/file"))
+        return dest
+
+    def upload(self, path: Path) -> Any:
+        return self.post("/instances", path.read_bytes())
+
+
+def storescu(
+    host: str,
+    port: int,
+    called: str,
+    paths: Sequence[Path],
+    calling: str = "STORESCU",
+    extra: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """DCMTK storescu, verbose, so that every store response can be read."""
+    return subprocess.run(
+        [
+            "storescu",
+            "-v",
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            *extra,
+            host,
+            str(port),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        env=DCMTK_ENV,
+        timeout=300,
+    )
+
+
+def stored_ok(result: subprocess.CompletedProcess[str]) -> int:
+    """How many store responses storescu reports as Success (it exits 0 on failures)."""
+    return (result.stdout + result.stderr).count("Received Store Response (Success)")
+
+
+def echoscu(host: str, port: int, called: str, calling: str = "ECHOSCU") -> bool:
+    result = subprocess.run(
+        ["echoscu", "-aet", calling, "-aec", called, host, str(port)],
+        capture_output=True,
+        text=True,
+        env=DCMTK_ENV,
+        timeout=60,
+    )
+    return result.returncode == 0
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Error lines of dciodvfy, without the one it reports for Synthetic Data (0008,001C),
+    which the 2022 dicom3tools predate."""
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if line.startswith("Error") and "(0x0008,0x001c)" not in line]
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None

@@ -1,0 +1,160 @@
+"""The whole path against a real Orthanc: PACS auto-routes a study to the node, the node
+synthesizes the missing CT and sends it back into the same study."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from factories import StudySpec, axial_series, ramp_pixels, write_series
+from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
+
+from dicom_node.node import Node
+
+pytestmark = pytest.mark.integration
+
+
+def _pacs_and_node(
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    auto_route: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Orthanc, Node]:
+    node_port = free_port()
+    pacs = orthanc_factory(
+        modalities={"node": ("DICOMNODE", "127.0.0.1", node_port)}, auto_route=auto_route
+    )
+    node = node_factory(
+        {
+            "node": {"port": node_port},
+            "destinations": [
+                {
+                    "name": "pacs",
+                    "ae_title": "ORTHANC",
+                    "host": "127.0.0.1",
+                    "port": pacs.dicom_port,
+                }
+            ],
+            "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+            **(overrides or {}),
+        }
+    )
+    return pacs, node
+
+
+def _send_to_pacs(pacs: Orthanc, paths: list[Path]) -> None:
+    result = storescu("127.0.0.1", pacs.dicom_port, "ORTHANC", paths)
+    assert stored_ok(result) == len(paths), result.stdout + result.stderr
+
+
+def _synthetic_series(pacs: Orthanc, study_uid: str) -> list[dict[str, Any]]:
+    return [
+        s for s in pacs.series_of_study(study_uid) if s["MainDicomTags"].get("Modality") == "CT"
+    ]
+
+
+def _wait_for_ct(
+    pacs: Orthanc, study_uid: str, instances: int, timeout: float = 90
+) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        series = _synthetic_series(pacs, study_uid)
+        if len(series) == 1 and len(series[0]["Instances"]) == instances:
+            return series[0]
+        return None
+
+    return wait_until(ready, timeout, what=f"a {instances}-instance synthetic CT in the PACS")
+
+
+def test_pacs_gets_exact_synthetic_ct_in_same_study(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+) -> None:
+    pacs, _node = _pacs_and_node(orthanc_factory, node_factory)
+    study = StudySpec()
+    pixels = ramp_pixels(slices=8, rows=32, cols=40)
+    source = axial_series(study, pixels, description="T1 MPRAGE", spacing=(2.5, 0.9, 0.8))
+    _send_to_pacs(pacs, write_series(source, tmp_path / "t1"))
+
+    ct = _wait_for_ct(pacs, study.study_uid, instances=8)
+
+    by_position = {tuple(round(float(v), 3) for v in ds.ImagePositionPatient): ds for ds in source}
+    for i, instance_id in enumerate(ct["Instances"]):
+        path = pacs.download(instance_id, tmp_path / f"ct{i}.dcm")
+        out = pydicom.dcmread(path)
+        src = by_position[tuple(round(float(v), 3) for v in out.ImagePositionPatient)]
+        assert out.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+        assert out.Modality == "CT"
+        assert out.StudyInstanceUID == study.study_uid
+        assert out.FrameOfReferenceUID == study.frame_of_reference_uid
+        assert out.SeriesInstanceUID != src.SeriesInstanceUID
+        assert list(out.ImageOrientationPatient) == list(src.ImageOrientationPatient)
+        assert [float(v) for v in out.PixelSpacing] == [0.9, 0.8]
+        assert float(out.SliceThickness) == 2.5
+        expected = 2 * src.pixel_array.astype(np.int32) - 1000
+        np.testing.assert_array_equal(out.pixel_array.astype(np.int32), expected)
+        assert out.SyntheticData == "YES"
+        assert list(out.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+        assert out.SeriesDescription.startswith("SYNTHETIC ")
+        assert "mr-t1-to-ct" in out.DerivationDescription
+        assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        code = out.ContributingEquipmentSequence[0].PurposeOfReferenceCodeSequence[0]
+        assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == (
+            "109100",
+            "DCM",
+            "Synthesizing Equipment",
+        )
+        assert out.PatientID == study.patient_id
+        assert dciodvfy_errors(path) == []
+
+
+def test_resent_study_and_routed_back_output_leave_exactly_one_synthetic_series(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+) -> None:
+    """The PACS routes every stable study to the node, the node's own output included."""
+    pacs, node = _pacs_and_node(orthanc_factory, node_factory)
+    study = StudySpec()
+    paths = write_series(axial_series(study, ramp_pixels(slices=6)), tmp_path / "t1")
+    _send_to_pacs(pacs, paths)
+    ct = _wait_for_ct(pacs, study.study_uid, instances=6)
+
+    _send_to_pacs(pacs, paths)
+    # The PACS re-routes the study (T1 + synthetic CT) to the node at least once more.
+    wait_until(lambda: _node_received_synthetic(node), 60, what="the node to get its output back")
+    wait_until(lambda: not _pacs_jobs_running(pacs), 60, what="the PACS's jobs to finish")
+    node_jobs = _jobs(node)
+    assert [j["state"] for j in node_jobs] == ["done"]
+    series = _synthetic_series(pacs, study.study_uid)
+    assert len(series) == 1
+    assert series[0]["ID"] == ct["ID"]
+    assert len(series[0]["Instances"]) == 6
+
+
+def _jobs(node: Node) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from storage.models import Job
+
+    with node.db.session() as session:
+        return [{"state": j.state.value, "error": j.error} for j in session.scalars(select(Job))]
+
+
+def _node_received_synthetic(node: Node) -> bool:
+    from sqlalchemy import select
+
+    from storage.models import Series
+
+    with node.db.session() as session:
+        return "CT" in set(session.scalars(select(Series.modality)))
+
+
+def _pacs_jobs_running(pacs: Orthanc) -> bool:
+    return any(pacs.get(f"/jobs/{j}")["State"] in ("Pending", "Running") for j in pacs.get("/jobs"))
