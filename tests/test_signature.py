@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,15 +44,6 @@ PROVENANCE_RECORD_TAG = 0x00711001
 DCMTK_DICTIONARIES = ("/usr/share/libdcmtk17/dicom.dic", "/usr/share/libdcmtk17/private.dic")
 # dciodvfy (dicom3tools 2022) predates Synthetic Data (0008,001C), its only expected error.
 SYNTHETIC_DATA_UNKNOWN = "not a recognized standard attribute - (0x0008,0x001c)"
-
-needs_dcmtk = pytest.mark.skipif(
-    shutil.which("dcmsign") is None or shutil.which("dcmconv") is None,
-    reason="DCMTK (dcmsign, dcmconv) is not installed",
-)
-needs_dciodvfy = pytest.mark.skipif(
-    shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) is not installed"
-)
-
 
 @pytest.fixture(scope="module")
 def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -216,7 +206,6 @@ def _flip_pixel_bit(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@needs_dcmtk
 def test_dcmsign_verifies_signature_when_given_the_certificate(
     signed_file: Path, cert_path: Path, signer: Signer
 ) -> None:
@@ -249,7 +238,6 @@ def test_dcmsign_verifies_signature_when_given_the_certificate(
     assert ds.DigitalSignaturesSequence[0].CertificateType == "X509_1993_SIG"
 
 
-@needs_dcmtk
 def test_dcmsign_flags_self_signed_certificate_it_was_not_given(
     signed_file: Path, signer: Signer
 ) -> None:
@@ -259,7 +247,6 @@ def test_dcmsign_flags_self_signed_certificate_it_was_not_given(
     assert verify_file(signed_file).certificate_trusted is None
 
 
-@needs_dcmtk
 def test_changed_pixel_invalidates_signature(signed_file: Path, cert_path: Path) -> None:
     _flip_pixel_bit(signed_file)
     assert_dcmsign_corrupted(signed_file, cert_path)
@@ -268,7 +255,6 @@ def test_changed_pixel_invalidates_signature(signed_file: Path, cert_path: Path)
     assert check.reason == "MAC mismatch: data changed after signing"
 
 
-@needs_dcmtk
 @pytest.mark.parametrize(
     ("tag", "forged"),
     [
@@ -288,7 +274,6 @@ def test_changed_marking_invalidates_signature(
     assert verify_file(signed_file).status == "invalid"
 
 
-@needs_dcmtk
 def test_removed_marking_invalidates_signature(signed_file: Path, cert_path: Path) -> None:
     ds = dcmread(signed_file)
     del ds.SyntheticData
@@ -299,7 +284,6 @@ def test_removed_marking_invalidates_signature(signed_file: Path, cert_path: Pat
     assert "(0008,001C)" in check.reason and "missing" in check.reason
 
 
-@needs_dcmtk
 def test_removed_unsigned_attributes_keep_signature_valid(
     signed_file: Path, cert_path: Path
 ) -> None:
@@ -311,7 +295,6 @@ def test_removed_unsigned_attributes_keep_signature_valid(
     assert verify_file(signed_file).status == "valid"
 
 
-@needs_dcmtk
 def test_implicit_vr_round_trip_keeps_signature_valid(
     signed_file: Path, cert_path: Path, dcmtk_env: dict[str, str]
 ) -> None:
@@ -323,7 +306,6 @@ def test_implicit_vr_round_trip_keeps_signature_valid(
         assert verify_file(path).status == "valid"
 
 
-@needs_dcmtk
 def test_dcmtk_needs_dictionary_supplement_after_implicit_round_trip(
     signed_file: Path, cert_path: Path
 ) -> None:
@@ -337,7 +319,6 @@ def test_dcmtk_needs_dictionary_supplement_after_implicit_round_trip(
     assert verify_file(back).status == "valid"
 
 
-@needs_dcmtk
 def test_8_bit_pixel_data_is_signed_as_ow_and_survives_implicit_vr(
     tmp_path: Path, signer: Signer, cert_path: Path, dcmtk_env: dict[str, str]
 ) -> None:
@@ -350,7 +331,6 @@ def test_8_bit_pixel_data_is_signed_as_ow_and_survives_implicit_vr(
     assert verify_file(implicit).status == "valid"
 
 
-@needs_dciodvfy
 def test_dciodvfy_reports_no_errors_from_signature_attributes(
     tmp_path: Path, signed_file: Path
 ) -> None:
@@ -365,7 +345,6 @@ def _dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (done.stdout + done.stderr).splitlines() if "Error" in line]
 
 
-@needs_dcmtk
 def test_second_signature_verifies_alongside_the_first(
     tmp_path: Path, signer: Signer, cert_path: Path
 ) -> None:
@@ -386,7 +365,6 @@ def test_second_signature_verifies_alongside_the_first(
     assert (check.status, check.signature_uid) == ("valid", second)
 
 
-@needs_dcmtk
 def test_verify_dataset_accepts_signature_made_by_dcmsign(
     tmp_path: Path, key_files: tuple[Path, Path]
 ) -> None:
@@ -410,7 +388,6 @@ def test_verify_dataset_accepts_signature_made_by_dcmsign(
     assert len(check.signed_tags) == len(tags)
 
 
-@needs_dcmtk
 def test_verify_dataset_rejects_mac_algorithm_it_does_not_support(
     tmp_path: Path, key_files: tuple[Path, Path]
 ) -> None:
@@ -423,7 +400,6 @@ def test_verify_dataset_rejects_mac_algorithm_it_does_not_support(
     assert "RIPEMD160" in check.reason
 
 
-@needs_dcmtk
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
