@@ -9,6 +9,7 @@ is harmless: its UIDs are deterministic, so the destination replaces, never dupl
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,9 +53,22 @@ def backoff(attempts: int, initial_s: float, cap_s: float) -> timedelta:
     return timedelta(seconds=min(cap_s, initial_s * 2 ** max(0, attempts - 1)))
 
 
+def _reachable(destination: Destination, timeout_s: float) -> None:
+    """Raises with the socket's own reason when nothing listens at the destination;
+    pynetdicom reports a refused connection only as an aborted association."""
+    try:
+        socket.create_connection((destination.host, destination.port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise DeliveryError(
+            f"{destination.name}: cannot connect to {destination.host}:{destination.port} "
+            f"({exc.strerror or exc})"
+        ) from exc
+
+
 def _associate(
     destination: Destination, calling_ae: str, sop_classes: Sequence[str], timeout_s: float
 ) -> Association:
+    _reachable(destination, timeout_s)
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = timeout_s
     ae.dimse_timeout = timeout_s
@@ -66,10 +80,8 @@ def _associate(
         if assoc.is_rejected:
             raise DeliveryError(f"{destination.name}: association rejected")
         if assoc.is_aborted:
-            raise DeliveryError(f"{destination.name}: association aborted")
-        raise DeliveryError(
-            f"{destination.name}: cannot connect to {destination.host}:{destination.port}"
-        )
+            raise DeliveryError(f"{destination.name}: association aborted by the peer")
+        raise DeliveryError(f"{destination.name}: association not established")
     return assoc
 
 

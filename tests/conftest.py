@@ -9,11 +9,11 @@ from typing import Any
 import pydicom
 import pytest
 import yaml
-from onnx_models import conv1x1_model, linear_card
-from peers import Orthanc, free_port
 
 from dicom_node.config import Config, load_config
 from dicom_node.node import Node
+from onnx_models import conv1x1_model, linear_card
+from peers import Orthanc, free_port
 
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
 

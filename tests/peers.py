@@ -52,6 +52,7 @@ class Orthanc:
     aet: str = "ORTHANC"
     modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     auto_route: bool = False
+    lua: list[str] = field(default_factory=list)
     stable_age: int = 1
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
@@ -74,10 +75,13 @@ class Orthanc:
             "Plugins": [],
             "ConcurrentJobs": 2,
         }
-        if self.auto_route:
-            lua = self.folder / "autoroute.lua"
-            lua.write_text(AUTO_ROUTE_LUA)
-            cfg["LuaScripts"] = [str(lua)]
+        scripts = [*self.lua, AUTO_ROUTE_LUA] if self.auto_route else list(self.lua)
+        paths = []
+        for i, script in enumerate(scripts):
+            path = self.folder / f"script{i}.lua"
+            path.write_text(script)
+            paths.append(str(path))
+        cfg["LuaScripts"] = paths
         return cfg
 
     def start(self) -> Orthanc:
@@ -208,3 +212,31 @@ def dciodvfy_errors(path: Path) -> list[str]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+@dataclass
+class StoreSCP:
+    """DCMTK storescp writing to ``folder``; remove the folder while it runs and every
+    store is refused with Out of Resources (0xA700), as a full PACS would."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    aet: str = "STORESCP"
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StoreSCP:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", self.aet, "-od", str(self.folder), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=DCMTK_ENV,
+        )
+        wait_until(lambda: echoscu("127.0.0.1", self.port, self.aet), 20, what="storescp")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None

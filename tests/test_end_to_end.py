@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from factories import StudySpec, axial_series, ramp_pixels, write_series
-from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
 
 from dicom_node.node import Node
+from factories import StudySpec, axial_series, ramp_pixels, write_series
+from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -45,6 +45,7 @@ DCMTK_DICTIONARIES = ("/usr/share/libdcmtk17/dicom.dic", "/usr/share/libdcmtk17/
 # dciodvfy (dicom3tools 2022) predates Synthetic Data (0008,001C), its only expected error.
 SYNTHETIC_DATA_UNKNOWN = "not a recognized standard attribute - (0x0008,0x001c)"
 
+
 @pytest.fixture(scope="module")
 def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("keys")
