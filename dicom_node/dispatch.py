@@ -22,6 +22,7 @@ from pynetdicom.association import Association
 from dicom_node.config import Config, Destination
 from dicom_node.logs import emit, get_logger
 from dicom_node.status import is_stored
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storage.database import Database
 from storage.models import AuditEvent, Delivery, DeliveryState
 from storage.queue import claim_delivery, worker_name
@@ -70,6 +71,8 @@ def _associate(
 ) -> Association:
     _reachable(destination, timeout_s)
     ae = AE(ae_title=calling_ae)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.acse_timeout = timeout_s
     ae.dimse_timeout = timeout_s
     ae.network_timeout = timeout_s

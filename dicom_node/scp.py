@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
 from dicom_node.status import StoreStatus
+from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storage.database import Database
 from storage.instances import ReceivedInstance, record_instance
 from storage.spool import Spool, SpoolError, instance_key
@@ -159,8 +160,8 @@ class StoreHandler:
             emit(log, "store.failed", 40, reason=reason, sop_instance_uid=rec.sop_instance_uid)
             return StoreStatus.OUT_OF_RESOURCES
         try:
-            with self.db.session() as session:
-                record_instance(session, _with_size(rec, size))
+            with self.db.connection() as conn:
+                record_instance(conn, _with_size(rec, size))
         except SQLAlchemyError as exc:
             emit(
                 log,
@@ -233,6 +234,8 @@ class StorageSCP:
     def _make_ae(self) -> AE:
         node = self.config.node
         ae = AE(ae_title=node.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), list(ACCEPTED_TRANSFER_SYNTAXES))

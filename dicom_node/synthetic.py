@@ -23,18 +23,21 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node import __version__
 from dicom_node.provenance import ProvenanceRecord, write_private_block
-from dicom_node.uids import output_instance_uid
+from dicom_node.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    output_instance_uid,
+)
 from dicom_node.volume import SeriesVolume
 from inference.card import ModelCard
 from inference.geometry import Volume
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-IMPLEMENTATION_VERSION = f"DICOMNODE_{__version__}"[:16]
 
 PATIENT_AND_STUDY_KEYWORDS = (
     "SpecificCharacterSet",
@@ -283,6 +286,6 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta

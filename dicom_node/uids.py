@@ -13,6 +13,8 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 
+from dicom_node import __version__
+
 
 def uid_from_names(*names: str) -> str:
     """A 2.25 UID that is a pure function of ``names``."""
@@ -28,3 +30,8 @@ def output_series_uid(input_series_uids: Sequence[str], model_id: str, model_ver
 
 def output_instance_uid(output_series: str, slice_index: int) -> str:
     return uid_from_names("instance", output_series, str(slice_index))
+
+
+IMPLEMENTATION_VERSION_NAME = f"DICOMNODE_{__version__}"[:16]
+IMPLEMENTATION_CLASS_UID = uid_from_names("dicom-node", "implementation class")
+"""Identifies this software in association negotiation and in File Meta Information."""

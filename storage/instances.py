@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from storage.models import Instance, Series, Study, StudyState
+from storage.models import Base, Instance, Series, Study, StudyState
 
 
 @dataclass(frozen=True)
@@ -30,46 +33,42 @@ class ReceivedInstance:
     received_at: datetime
 
 
-def _study_id(session: Session, rec: ReceivedInstance) -> int:
-    values = {
+def _insert(conn: Connection | Session, table: type[Base]) -> Any:
+    """INSERT with ON CONFLICT support for the connection's dialect (SQLite, PostgreSQL)."""
+    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
+def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
+    """Indexes a spooled instance; a re-sent instance replaces its earlier row.
+
+    Three upserts (study, series, instance), each safe against a concurrent
+    association indexing the same study or series at the same moment.
+    """
+    reopen = {
         "state": StudyState.RECEIVING,
         "last_received_at": rec.received_at,
         "last_calling_ae": rec.calling_ae,
     }
-    found = session.execute(
-        update(Study).where(Study.study_uid == rec.study_uid).values(**values).returning(Study.id)
-    ).scalar()
-    if found is not None:
-        return found
-    return session.execute(
-        insert(Study)
-        .values(study_uid=rec.study_uid, first_received_at=rec.received_at, **values)
-        .returning(Study.id)
-    ).scalar_one()
-
-
-def _series_id(session: Session, rec: ReceivedInstance, study_id: int) -> int:
-    found = session.execute(
-        select(Series.id, Series.study_id).where(Series.series_uid == rec.series_uid)
-    ).first()
-    if found is not None:
-        return found.id
-    return session.execute(
-        insert(Series)
-        .values(
-            study_id=study_id,
-            series_uid=rec.series_uid,
-            modality=rec.modality,
-            sop_class_uid=rec.sop_class_uid,
+    stmt = _insert(conn, Study).values(
+        study_uid=rec.study_uid, first_received_at=rec.received_at, **reopen
+    )
+    study_id = conn.execute(
+        stmt.on_conflict_do_update(index_elements=[Study.study_uid], set_=reopen).returning(
+            Study.id
         )
-        .returning(Series.id)
     ).scalar_one()
-
-
-def record_instance(session: Session, rec: ReceivedInstance) -> None:
-    """Indexes a spooled instance; a re-sent instance replaces its earlier row."""
-    study_id = _study_id(session, rec)
-    series_id = _series_id(session, rec, study_id)
+    stmt = _insert(conn, Series).values(
+        study_id=study_id,
+        series_uid=rec.series_uid,
+        modality=rec.modality,
+        sop_class_uid=rec.sop_class_uid,
+    )
+    series_id = conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Series.series_uid], set_={"series_uid": stmt.excluded.series_uid}
+        ).returning(Series.id)
+    ).scalar_one()
     values = {
         "sop_class_uid": rec.sop_class_uid,
         "transfer_syntax_uid": rec.transfer_syntax_uid,
@@ -78,18 +77,14 @@ def record_instance(session: Session, rec: ReceivedInstance) -> None:
         "received_at": rec.received_at,
         "calling_ae": rec.calling_ae,
     }
-    updated = session.execute(
-        update(Instance)
-        .where(Instance.series_id == series_id, Instance.sop_instance_uid == rec.sop_instance_uid)
-        .values(**values)
-        .returning(Instance.id)
-    ).scalar()
-    if updated is None:
-        session.execute(
-            insert(Instance).values(
-                series_id=series_id, sop_instance_uid=rec.sop_instance_uid, **values
-            )
+    stmt = _insert(conn, Instance).values(
+        series_id=series_id, sop_instance_uid=rec.sop_instance_uid, **values
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Instance.series_id, Instance.sop_instance_uid], set_=values
         )
+    )
 
 
 def indexed_keys(session: Session) -> set[str]:

@@ -31,9 +31,14 @@ def _digest(*parts: str) -> str:
 
 
 def instance_key(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
-    """The spool key of a received instance: a path made only of hex digits and '/'."""
+    """The spool key of a received instance: a path made only of hex digits and '/'.
+
+    One folder per study: a study's files lie together, and a folder is created (and
+    its parent fsynced) once per study rather than once per instance.
+    """
+    study = _digest("study", study_uid)
     d = _digest("instance", study_uid, series_uid, sop_instance_uid)
-    return f"instances/{d[:2]}/{d[2:4]}/{d}.dcm"
+    return f"instances/{study[:2]}/{study}/{d}.dcm"
 
 
 def output_series_key(series_uid: str) -> str:

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -240,3 +241,42 @@ class StoreSCP:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+@dataclass
+class NodeProcess:
+    """`python -m dicom_node serve` in its own process, for kill and restart tests."""
+
+    config: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NodeProcess:
+        log = (self.config.parent / "node.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dicom_node", "--config", str(self.config), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        wait_until(self._ready, 60, what="the node to answer C-ECHO")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"node exited: {(self.config.parent / 'node.log').read_text()}")
+        return echoscu("127.0.0.1", self.port, "DICOMNODE")
+
+    def signal(self, signum: int) -> int:
+        """Sends ``signum`` and returns the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+        code = self.process.wait(60)
+        self.process = None
+        return code
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None

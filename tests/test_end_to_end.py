@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from sqlalchemy import func, select
 
 from dicom_node.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
+from storage.models import AuditEvent, Instance, Job, Series
 
 pytestmark = pytest.mark.integration
 
@@ -139,22 +141,66 @@ def test_resent_study_and_routed_back_output_leave_exactly_one_synthetic_series(
 
 
 def _jobs(node: Node) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from storage.models import Job
-
     with node.db.session() as session:
         return [{"state": j.state.value, "error": j.error} for j in session.scalars(select(Job))]
 
 
 def _node_received_synthetic(node: Node) -> bool:
-    from sqlalchemy import select
-
-    from storage.models import Series
-
     with node.db.session() as session:
         return "CT" in set(session.scalars(select(Series.modality)))
 
 
 def _pacs_jobs_running(pacs: Orthanc) -> bool:
     return any(pacs.get(f"/jobs/{j}")["State"] in ("Pending", "Running") for j in pacs.get("/jobs"))
+
+
+def _audit(node: Node, study_uid: str) -> list[tuple[str, dict[str, Any]]]:
+    with node.db.session() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.study_uid == study_uid).order_by(AuditEvent.id)
+        )
+        return [(e.kind, e.detail) for e in events]
+
+
+def test_study_with_a_real_ct_gets_no_synthetic_ct_and_unknown_series_are_stored_and_ignored(
+    tmp_path: Path, node_factory: Callable[..., Node], models_dir: Path
+) -> None:
+    node = node_factory({"routes": [{"model": "mr-t1-to-ct", "send_to": ["sender"]}]})
+    assert node.address is not None
+    with_ct, unknown_only = StudySpec(), StudySpec()
+    t1 = axial_series(with_ct, ramp_pixels(slices=3))
+    ct = axial_series(
+        with_ct, ramp_pixels(slices=3).astype(np.int16), modality="CT", description="Head CT"
+    )
+    localizer = axial_series(unknown_only, ramp_pixels(slices=2), description="LOCALIZER")
+    paths = write_series([*t1, *ct, *localizer], tmp_path / "in")
+    assert stored_ok(storescu("127.0.0.1", node.address[1], "DICOMNODE", paths)) == 8
+
+    def routed() -> bool:
+        kinds = [
+            k for k, _ in _audit(node, with_ct.study_uid) + _audit(node, unknown_only.study_uid)
+        ]
+        return len(kinds) == 2
+
+    wait_until(routed, 30, what="both studies to be routed")
+    assert _audit(node, with_ct.study_uid) == [
+        ("route.skip", {"model": "mr-t1-to-ct", "reason": "CT already present"})
+    ]
+    assert _audit(node, unknown_only.study_uid) == [
+        ("route.skip", {"model": "mr-t1-to-ct", "reason": "missing input roles ['T1']"})
+    ]
+    assert _jobs(node) == []
+    with node.db.session() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 8
+
+
+def test_node_without_models_starts_warns_and_stores(
+    tmp_path: Path, node_factory: Callable[..., Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="dicom_node"):
+        node = node_factory({"routes": [{"model": "mr-t1-to-ct", "send_to": ["sender"]}]})
+    events = {r.getMessage() for r in caplog.records}
+    assert {"model.none", "route.inactive"} <= events
+    assert node.address is not None
+    paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=2)), tmp_path / "in")
+    assert stored_ok(storescu("127.0.0.1", node.address[1], "DICOMNODE", paths)) == 2
