@@ -49,8 +49,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def echo(port: int, aet: str) -> bool:
-    return subprocess.run(["echoscu", "-aec", aet, "127.0.0.1", str(port)],
-                          capture_output=True, env=DCMTK_ENV).returncode == 0
+    return (
+        subprocess.run(
+            ["echoscu", "-aec", aet, "127.0.0.1", str(port)], capture_output=True, env=DCMTK_ENV
+        ).returncode
+        == 0
+    )
 
 
 def write_study(folder: Path, count: int, seed: int) -> list[Path]:
@@ -108,17 +112,31 @@ def start_node(folder: Path) -> Receiver:
 
     port = free_port()
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "node": {"ae_title": "DICOMNODE", "host": "127.0.0.1", "port": port,
-                 "stable_seconds": 3600},
-        "storage": {"database_url": "sqlite:///node.db", "spool_dir": "spool",
-                    "min_free_bytes": 0},
-        "inference": {"models_dir": "no-models"},
-        "logging": {"level": "WARNING"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "node": {
+                    "ae_title": "DICOMNODE",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "stable_seconds": 3600,
+                },
+                "storage": {
+                    "database_url": "sqlite:///node.db",
+                    "spool_dir": "spool",
+                    "min_free_bytes": 0,
+                },
+                "inference": {"models_dir": "no-models"},
+                "logging": {"level": "WARNING"},
+            }
+        )
+    )
     log = (folder / "node.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "dicom_node", "--config", str(config),
-                                "serve"], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicom_node", "--config", str(config), "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: echo(port, "DICOMNODE"), 60, "node")
 
     def count() -> int:
@@ -133,15 +151,25 @@ def start_node(folder: Path) -> Receiver:
 def start_orthanc(folder: Path) -> Receiver:
     port, http = free_port(), free_port()
     config = folder / "orthanc.json"
-    config.write_text(json.dumps({
-        "Name": "bench", "StorageDirectory": str(folder / "db"),
-        "IndexDirectory": str(folder / "db"), "DicomAet": "ORTHANC", "DicomPort": port,
-        "HttpPort": http, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "Plugins": [],
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "bench",
+                "StorageDirectory": str(folder / "db"),
+                "IndexDirectory": str(folder / "db"),
+                "DicomAet": "ORTHANC",
+                "DicomPort": port,
+                "HttpPort": http,
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "Plugins": [],
+            }
+        )
+    )
     log = (folder / "orthanc.log").open("wb")
-    process = subprocess.Popen(["Orthanc", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                               env=DCMTK_ENV)
+    process = subprocess.Popen(
+        ["Orthanc", str(config)], stdout=log, stderr=subprocess.STDOUT, env=DCMTK_ENV
+    )
     wait_for(lambda: echo(port, "ORTHANC"), 60, "Orthanc")
 
     def count() -> int:
@@ -155,9 +183,12 @@ def start_storescp(folder: Path) -> Receiver:
     port = free_port()
     out = folder / "files"
     out.mkdir()
-    process = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=DCMTK_ENV)
+    process = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=DCMTK_ENV,
+    )
     wait_for(lambda: echo(port, "STORESCP"), 30, "storescp")
     return Receiver("storescp", "STORESCP", port, lambda: len(list(out.iterdir())), process)
 
@@ -166,8 +197,12 @@ def send(receiver: Receiver, paths: list[Path]) -> float:
     """Seconds storescu needs to send every file over one association."""
     before = receiver.count()
     start = time.perf_counter()
-    subprocess.run(["storescu", "-aec", receiver.aet, "127.0.0.1", str(receiver.port),
-                    *map(str, paths)], check=True, capture_output=True, env=DCMTK_ENV)
+    subprocess.run(
+        ["storescu", "-aec", receiver.aet, "127.0.0.1", str(receiver.port), *map(str, paths)],
+        check=True,
+        capture_output=True,
+        env=DCMTK_ENV,
+    )
     elapsed = time.perf_counter() - start
     stored = receiver.count() - before
     if stored != len(paths):
@@ -184,24 +219,32 @@ def main() -> None:
         root = Path(tmp)
         receivers = []
         try:
-            for name, start in (("node", start_node), ("orthanc", start_orthanc),
-                                ("storescp", start_storescp)):
+            for name, start in (
+                ("node", start_node),
+                ("orthanc", start_orthanc),
+                ("storescp", start_storescp),
+            ):
                 (root / name).mkdir()
                 receivers.append(start(root / name))
             for r in range(args.rounds):
-                order = receivers[r % 3:] + receivers[: r % 3]
+                order = receivers[r % 3 :] + receivers[: r % 3]
                 for receiver in order:
                     paths = write_study(root / f"study-{r}-{receiver.name}", args.instances, r)
                     receiver.rates.append(args.instances / send(receiver, paths))
                     shutil.rmtree(paths[0].parent)
-                print(f"round {r + 1}: " + ", ".join(
-                    f"{x.name} {x.rates[-1]:.0f}/s" for x in receivers), flush=True)
+                print(
+                    f"round {r + 1}: "
+                    + ", ".join(f"{x.name} {x.rates[-1]:.0f}/s" for x in receivers),
+                    flush=True,
+                )
         finally:
             for receiver in receivers:
                 receiver.stop()
     medians = {x.name: statistics.median(x.rates) for x in receivers}
-    print(f"\n{args.instances} instances of 512x512x16 bit per association, "
-          f"median of {args.rounds} rounds, {os.cpu_count()} CPUs")
+    print(
+        f"\n{args.instances} instances of 512x512x16 bit per association, "
+        f"median of {args.rounds} rounds, {os.cpu_count()} CPUs"
+    )
     for name, rate in medians.items():
         print(f"  {name:<10} {rate:7.0f} instances/s")
     node = medians["dicom-node"]
