@@ -1,7 +1,7 @@
 """An invisible watermark in the stored pixel values of every synthetic slice.
 
-DICOM tags that say "synthetic" can be stripped; pixels cannot be reused without carrying
-this mark. Each 2-D slice independently carries a 16-byte payload — :data:`MARKER`, the 8-byte
+DICOM tags that say "synthetic" can be stripped; this mark travels with the pixel values.
+Each 2-D slice independently carries a 16-byte payload — :data:`MARKER`, the 8-byte
 provenance identifier and a CRC-32 of both — and :func:`detect` needs nothing but the 2-D
 array of stored values: no tags, no original, no secret (the key is public so that any
 verifier can check).
@@ -16,9 +16,9 @@ Scheme — keyed spread-transform dither modulation (STDM) with a convolutional 
   repeats every coded bit. Tiles cut by the image edge keep as many + as - pixels per group.
 * A group of ``n`` pixels has the projection ``s = Σ sign·pixel``. Embedding moves ``s`` onto
   the lattice ``d + bit·Q/2 + Q·ℤ`` (``Q ≈ 1.5 n``, ``d`` a keyed dither) by changing pixels
-  by ±1. Only pixels that stay within the dtype's range are moved; as each pixel can move
-  one way or the other, the projection always ends less than ``Q/4`` from its target, on
-  the right side of the decision boundary. Mean ``|Δ|`` is about 3/8.
+  by ±1. Only pixels that stay within the dtype's range (or a given ``value_range``) move;
+  as each pixel can move one way or the other, the projection always ends less than ``Q/4``
+  from its target, on the right side of the decision boundary. Mean ``|Δ|`` is about 3/8.
 * Detection recomputes every projection, turns its position between the two sub-lattices
   into a vote ``n·cos(2π(s - d)/Q)``, sums the votes of all tiles per coded bit, runs a soft
   Viterbi decoder and checks the marker and the CRC.
@@ -26,17 +26,22 @@ Scheme — keyed spread-transform dither modulation (STDM) with a convolutional 
 Why it survives what it must: in an untouched slice every vote has the right sign, so any
 lossless re-encoding or tag edit decodes without error. Signs are balanced in every group,
 so adding a constant (rescale intercept, signed/unsigned conversion) changes no projection.
-Noise or lossy compression move projections by less than the ``Q/4`` margin on average, and
-the tiles' votes plus the code absorb the rest; damage confined to some tiles (a blanked
-annotation) only silences those tiles. With ``search_crop`` the detector also finds the tile
-grid again after rows or columns were cut from (or added to) the top or left.
+Mild noise or lossy compression (errors up to about 2 stored units RMS) move projections by
+a fraction of the ``Q/4`` margin, and the tiles' votes plus the code absorb the rest; damage
+confined to some tiles (a blanked annotation) only silences those tiles. With
+``search_crop`` the detector also finds the tile grid again after rows or columns were cut
+from (or added to) the top or left.
 
-False positives: for an image made without the key, each group's residue ``s - d`` is
-uniform because ``d`` is, so each coded bit's summed vote is sign-symmetric and independent
-of the others'. The code is linear and the Viterbi decoder is equivariant under adding a
-codeword, so the decoded 128-bit word is uniform: it passes the 32-bit marker and the CRC-32
-with probability 2**-64 ≈ 5.4e-20 per decoding attempt (one attempt per slice, or
-1 + ``_CANDIDATES`` with ``search_crop``).
+False positives, modelling the keyed dither fractions ``u_b`` (``d = ⌊u_b·Q⌋``) as uniform
+and independent of an unmarked image: replacing ``u_b`` by ``u_b + 1/2 mod 1`` for the coded
+bits of any codeword ``c`` leaves that model unchanged and flips exactly the votes of ``c``'s
+bits. The code is linear and the Viterbi decoder equivariant, so the decoded message is
+uniform over all 2**128: it passes the 32-bit marker and the CRC-32 with probability
+2**-64 ≈ 5.4e-20 per slice. The crop search decodes up to ``_CANDIDATES`` more placements,
+chosen with the coded bits of the marker's first 16 bits; flipping codewords whose first 16
+message bits are zero leaves that choice unchanged, so the other 112 decoded bits stay
+uniform and each placement passes with probability at most 2**-48: in all at most
+2**-64 + 4·2**-48 ≈ 1.4e-14 per slice.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ _PERIOD = _PER_TILE + 2 * (_PER_TILE // 4)
 """Lattice period of a whole-tile group."""
 _PILOTS = len(_GENERATORS) * 8 * len(MARKER)
 """Leading coded bits that depend on the marker alone: known to the detector."""
+_SYNC_BITS = _PILOTS // 2
+"""Pilots the crop search fits: those of the marker's first two bytes. The last two bytes
+stay unbiased by the search, which bounds its false positives (see the module docstring)."""
 _CANDIDATES = 4
 """Tile-grid placements fully decoded by a crop search."""
 
@@ -157,7 +165,7 @@ def detect(pixels: np.ndarray, key: bytes = DEFAULT_KEY, *, search_crop: bool = 
 
     With ``search_crop``, a slice in which the mark is not found where :func:`embed` put it
     is searched again for every placement of the tile grid, which finds marks in slices cut
-    or padded at the top or left (some 70 ms more for 512×512) as long as one whole tile
+    or padded at the top or left (some 30 ms more for 512×512) as long as one whole tile
     remains: always when the slice still has ``2·TILE - 1`` rows and columns. A slice
     smaller than ``MIN_SIZE`` in either direction cannot carry the mark: not found.
 
@@ -352,7 +360,7 @@ def _grid_candidates(values: FloatArray, key: bytes) -> list[Origin]:
     """The most likely tile-grid placements of a slice that was cut or padded.
 
     A window of whole-tile positions near the centre is scored by how close the projections
-    of the pilot groups (coded bits fixed by the marker) lie to their known lattice; the
+    of the groups of the first ``_SYNC_BITS`` pilots lie to their known lattice points; the
     best few placements are returned as grid origins.
     """
     rows, cols = values.shape
@@ -372,11 +380,11 @@ def _grid_candidates(values: FloatArray, key: bytes) -> list[Origin]:
 
 @lru_cache(maxsize=4)
 def _pilot_positions(key: bytes) -> list[tuple[IntArray, IntArray, IntArray, int]]:
-    """For each pilot coded bit: tile rows, columns and signs of its pixels, and its target."""
+    """For each coded bit the crop search fits: its tile rows, columns and signs, its target."""
     tile_rows, tile_cols, tile_bits, tile_signs = _tile(key)
-    dithers = _dithers(key, np.arange(_PILOTS), np.full(_PILOTS, _PERIOD))
+    dithers = _dithers(key, np.arange(_SYNC_BITS), np.full(_SYNC_BITS, _PERIOD))
     pilots = []
-    for bit, sign in enumerate(_pilot_signs()):
+    for bit, sign in enumerate(_pilot_signs()[:_SYNC_BITS]):
         mine = tile_bits == bit
         target = int(dithers[bit] + (sign < 0) * (_PERIOD // 2))
         pilots.append((tile_rows[mine], tile_cols[mine], tile_signs[mine], target))
