@@ -94,8 +94,9 @@ class Detection:
     """The 8-byte provenance identifier when found."""
     score: float
     """Mean vote of the pixel groups carrying the marker's coded bits for their known values,
-    in [-1, 1]: 1.0 for an untouched mark, about 0 (±0.1) for an unmarked image; in between
-    when a mark was damaged, even if too much to be found."""
+    in [-1, 1]: 1.0 for an untouched mark, about 0 for an unmarked image (below 0.25 in
+    absolute value on every corpus tested); in between when a mark was damaged, even if too
+    much to be found."""
 
 
 @dataclass(frozen=True)
