@@ -84,6 +84,9 @@ DEFAULT_ROLES: dict[str, RoleRule] = {
 
 class SyntheticSettings(_Section):
     series_description_prefix: str = Field("SYNTHETIC", min_length=1, max_length=32)
+    invisible_watermark: bool = Field(
+        True, description="embed the provenance identifier in every output's pixels"
+    )
     series_number_offset: int = Field(9000, ge=0)
     manufacturer: str = "dicom-node"
     institution_name: str | None = None
@@ -107,6 +110,20 @@ class Destination(_Section):
 class Route(_Section):
     model: str = Field(min_length=1, description="model id from its card")
     send_to: list[str] = Field(min_length=1)
+    visible_mark: Literal["overlay", "burn_in", "none"] | None = Field(
+        None, description="default: overlay for CT outputs, burn_in for MR outputs"
+    )
+
+
+class SigningSettings(_Section):
+    key_file: Path = Path("var/keys/signing.key")
+    certificate_file: Path = Path("var/keys/signing.crt")
+    key_password_env: str | None = Field(
+        None, description="environment variable holding the key's password, if it has one"
+    )
+    trusted_certificates: list[Path] = Field(
+        default_factory=list, description="certificates `verify` trusts besides the node's own"
+    )
 
 
 class DispatchSettings(_Section):
@@ -135,6 +152,7 @@ class Config(_Section):
     destinations: list[Destination] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -163,6 +181,9 @@ class Config(_Section):
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError(f"destination names repeat: {names}")
+        models = [r.model for r in self.routes]
+        if len(set(models)) != len(models):
+            raise ValueError(f"routes name a model twice ({models}): give one route per model")
         for route in self.routes:
             for target in route.send_to:
                 if target != "sender" and target not in names:
@@ -196,6 +217,9 @@ class Config(_Section):
     @property
     def calling_ae_title(self) -> str:
         return self.dispatch.calling_ae_title or self.node.ae_title
+
+    def route(self, model_id: str) -> Route | None:
+        return next((r for r in self.routes if r.model == model_id), None)
 
     def destination(self, name: str) -> Destination:
         for d in self.destinations:

@@ -8,12 +8,14 @@ what inputs, when" can be answered from the image alone or from the node.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydicom.datadict import add_private_dict_entry
 from pydicom.dataset import Dataset
+
+from dicom_node.watermark import identifier_for
 
 PRIVATE_CREATOR = "DICOM_NODE PROVENANCE"
 PRIVATE_GROUP = 0x0071
@@ -21,6 +23,26 @@ RECORD_ELEMENT = 0x01
 """(0071,xx01) UT: the canonical provenance JSON."""
 RECORD_ID_ELEMENT = 0x02
 """(0071,xx02) LO: hex of the record's 8-byte identifier (the watermark payload)."""
+
+# Teach pydicom the block's VRs, so that an object read in Implicit VR still yields
+# signable UT/LO elements instead of UN (PS3.5 6.2.2, PS3.3 C.12.1.1.3.1.1).
+add_private_dict_entry(
+    PRIVATE_CREATOR, (PRIVATE_GROUP << 16) | 0x1000 | RECORD_ELEMENT, "UT", "Provenance Record"
+)
+add_private_dict_entry(
+    PRIVATE_CREATOR, (PRIVATE_GROUP << 16) | 0x1000 | RECORD_ID_ELEMENT, "LO", "Record Identifier"
+)
+
+DCMTK_DICTIONARY_SUPPLEMENT = (
+    "(0008,001C)\tCS\tSyntheticData\t1\tDICOM\n"
+    f'({PRIVATE_GROUP:04X},"{PRIVATE_CREATOR}",{RECORD_ELEMENT:02X})'
+    "\tUT\tDicomNodeProvenanceRecord\t1\tPrivateTag\n"
+    f'({PRIVATE_GROUP:04X},"{PRIVATE_CREATOR}",{RECORD_ID_ELEMENT:02X})'
+    "\tLO\tDicomNodeProvenanceRecordId\t1\tPrivateTag\n"
+)
+"""Lines for a DCMTK data dictionary (listed in ``DCMDICTPATH`` after the standard ones)
+giving DCMTK 3.6.7 the VRs it lacks for what the node signs: without them, DCMTK reads
+those elements as UN after an Implicit VR transcoding, and UN cannot be signed."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +82,8 @@ class ProvenanceRecord:
 
     @property
     def identifier(self) -> bytes:
-        """8 bytes that name this record: the first bytes of its SHA-256."""
-        return hashlib.sha256(self.canonical_json()).digest()[:8]
+        """8 bytes that name this record (the invisible watermark's payload)."""
+        return identifier_for(self.canonical_json())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProvenanceRecord:

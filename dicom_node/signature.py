@@ -35,8 +35,8 @@ the MAC Parameters Sequence, Data Set Trailing Padding, delimiters, elements of 
 sequences containing them. Because VR UN cannot be signed, a verifier that reads an
 object in Implicit VR must know every signed attribute's VR; DCMTK 3.6.7 does not know
 Synthetic Data (0008,001C) or the node's private provenance block, so install
-:data:`DCMTK_DICTIONARY_SUPPLEMENT` (via ``DCMDICTPATH``) wherever DCMTK may transcode or
-verify the node's objects.
+:data:`dicom_node.provenance.DCMTK_DICTIONARY_SUPPLEMENT` (via ``DCMDICTPATH``) wherever
+DCMTK may transcode or verify the node's objects.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import add_private_dict_entry, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -66,43 +66,18 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import AMBIGUOUS_VR, DT, EXPLICIT_VR_LENGTH_32, VR
 
 from dicom_node.keys import Signer
+from dicom_node.provenance import PRIVATE_CREATOR as PROVENANCE_PRIVATE_CREATOR
+from dicom_node.provenance import PRIVATE_GROUP as PROVENANCE_GROUP
 
 __all__ = [
     "CERTIFICATE_TYPE",
-    "DCMTK_DICTIONARY_SUPPLEMENT",
     "DEFAULT_SIGNED_KEYWORDS",
     "MAC_ALGORITHM",
-    "PROVENANCE_GROUP",
-    "PROVENANCE_PRIVATE_CREATOR",
-    "PROVENANCE_RECORD_VR",
     "SignatureCheck",
     "Signer",
     "sign_dataset",
     "verify_dataset",
 ]
-
-PROVENANCE_PRIVATE_CREATOR = "DICOM_NODE PROVENANCE"
-PROVENANCE_GROUP = 0x0071
-# The provenance record is element xx01 of the block, canonical JSON; UT holds any length.
-PROVENANCE_RECORD_ELEMENT = 0x01
-PROVENANCE_RECORD_VR = "UT"
-
-# Teach pydicom the record's VR, so that an object read in Implicit VR (or with VR UN)
-# still yields a signable UT element instead of UN (PS3.5 6.2.2, PS3.3 C.12.1.1.3.1.1).
-add_private_dict_entry(
-    PROVENANCE_PRIVATE_CREATOR,
-    (PROVENANCE_GROUP << 16) | 0x1000 | PROVENANCE_RECORD_ELEMENT,
-    PROVENANCE_RECORD_VR,
-    "DICOM Node Provenance Record",
-)
-
-#: Lines for a DCMTK data dictionary file (listed in ``DCMDICTPATH`` after the standard
-#: ones) giving DCMTK 3.6.7 the VRs it lacks for attributes this module signs by default.
-DCMTK_DICTIONARY_SUPPLEMENT = (
-    "(0008,001C)\tCS\tSyntheticData\t1\tDICOM\n"
-    f'({PROVENANCE_GROUP:04X},"{PROVENANCE_PRIVATE_CREATOR}",{PROVENANCE_RECORD_ELEMENT:02X})'
-    f"\t{PROVENANCE_RECORD_VR}\tDicomNodeProvenanceRecord\t1\tPrivateTag\n"
-)
 
 MAC_TRANSFER_SYNTAX = ExplicitVRLittleEndian
 MAC_ALGORITHM = "SHA256"

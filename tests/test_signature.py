@@ -31,9 +31,9 @@ from pydicom.uid import (
 )
 
 from dicom_node.keys import Signer, create_self_signed
+from dicom_node.provenance import DCMTK_DICTIONARY_SUPPLEMENT
+from dicom_node.provenance import PRIVATE_CREATOR as PROVENANCE_PRIVATE_CREATOR
 from dicom_node.signature import (
-    DCMTK_DICTIONARY_SUPPLEMENT,
-    PROVENANCE_PRIVATE_CREATOR,
     SignatureCheck,
     sign_dataset,
     verify_dataset,
