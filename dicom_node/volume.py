@@ -185,6 +185,7 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
     if len(keyed) > 1:
         step = (keyed[-1][1] - keyed[0][1]) / (positions[-1] - positions[0])
         slice_dir = step / np.linalg.norm(step)
+        dz *= float(np.linalg.norm(step))  # along slice_dir: longer than dz when tilted
     else:
         slice_dir = normal
 
