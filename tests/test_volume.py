@@ -136,6 +136,29 @@ def test_oblique_series_affine_maps_every_voxel_to_its_patient_position(tmp_path
             assert loaded.volume.array[k, j, i] == file_pixels[j, i]
 
 
+def test_sheared_stack_like_a_gantry_tilt_keeps_every_slice_at_its_stored_position(
+    tmp_path: Path,
+) -> None:
+    """Tilted-gantry CT: slices stay axial but each is shifted along y, so the step between
+    Image Positions is not along the normal; the affine must still hit every position."""
+    pixels = ramp_pixels(slices=5, rows=4, cols=6)
+    series = axial_series(StudySpec(), pixels, spacing=(2.0, 0.8, 0.8))
+    for k, ds in enumerate(series):
+        ds.ImagePositionPatient = [-32.0, -32.0 + 0.7 * k, -10.0 + 2.0 * k]
+    paths = _save(series, tmp_path)
+    loaded = load_series(list(reversed(paths)), series[0].SeriesInstanceUID)
+    geometry = loaded.volume.geometry
+
+    step = np.array([0.0, 0.7, 2.0])
+    np.testing.assert_allclose(geometry.slice_direction, step / np.linalg.norm(step))
+    assert geometry.spacing[0] == pytest.approx(float(np.linalg.norm(step)))
+    for k, header in enumerate(loaded.headers):
+        for j, i in [(0, 0), (3, 5)]:
+            np.testing.assert_allclose(
+                (geometry.affine @ [k, j, i, 1])[:3], _voxel_to_patient(header, j, i), atol=1e-9
+            )
+
+
 def test_rescale_slope_and_intercept_map_stored_values_to_physical_units(tmp_path: Path) -> None:
     pixels = ramp_pixels(slices=3, rows=4, cols=4, dtype=np.int16)
     series = axial_series(StudySpec(), pixels, modality="CT", slope=2.5, intercept=-1024.0)
