@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from factories import StudySpec, axial_series, ramp_pixels
@@ -87,8 +88,8 @@ def _receive(
         )
 
 
-def _t1(study: StudySpec, slices: int = 3, **kwargs: object) -> list[Dataset]:
-    return axial_series(study, ramp_pixels(slices=slices, rows=4, cols=4), **kwargs)  # type: ignore[arg-type]
+def _t1(study: StudySpec, slices: int = 3, **kwargs: Any) -> list[Dataset]:
+    return axial_series(study, ramp_pixels(slices=slices, rows=4, cols=4), **kwargs)
 
 
 def _stable_uids(db: Database, seconds: float, stable: float = STABLE) -> list[str]:
@@ -332,7 +333,8 @@ def test_study_whose_routing_fails_is_marked_routed_with_the_error_and_blocks_no
     assert _study(db, good.study_uid).state == StudyState.ROUTED
     (job,) = _jobs(db)
     with db.session() as session:
-        assert session.get(Study, job.study_id).study_uid == good.study_uid  # type: ignore[union-attr]
+        owner = session.get(Study, job.study_id)
+        assert owner is not None and owner.study_uid == good.study_uid
 
     clock.at(500)
     assert scheduler.route_stable() == 0  # the failure is not retried in a loop

@@ -289,8 +289,8 @@ def test_destination_lookup_by_name_and_by_calling_ae(tmp_path: Path) -> None:
     assert config.destination("ris").host == "10.0.0.2"
     with pytest.raises(KeyError):
         config.destination("archive")
-    assert config.destination_for_ae("ORTHANC ") is not None
-    assert config.destination_for_ae("ORTHANC ").name == "pacs"  # type: ignore[union-attr]
+    found = config.destination_for_ae("ORTHANC ")
+    assert found is not None and found.name == "pacs"
     assert config.destination_for_ae("UNKNOWN") is None
 
 

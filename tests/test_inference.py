@@ -129,7 +129,7 @@ def _geometry(
 
 def _volume(array: np.ndarray, geometry: Geometry | None = None) -> Volume:
     array = np.asarray(array, dtype=np.float32)
-    return Volume(array, geometry or _geometry(array.shape))  # type: ignore[arg-type]
+    return Volume(array, geometry or _geometry(array.shape))
 
 
 def _ramp(shape: tuple[int, int, int], start: float = 100.0) -> np.ndarray:
@@ -163,7 +163,7 @@ class _RecordingSession:
 
 def _recording(model: LoadedModel) -> tuple[LoadedModel, _RecordingSession]:
     spy = _RecordingSession(model.session)
-    return replace(model, session=spy), spy  # type: ignore[arg-type]
+    return replace(model, session=spy), spy
 
 
 # --- model cards -------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def _card_data(**changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(linear_card().to_json())
     for dotted, value in changes.items():
         *path, last = dotted.split("__")
-        target = data
+        target: Any = data
         for part in path:
             target = target[int(part)] if part.isdigit() else target[part]
         target[last] = value
@@ -573,9 +573,8 @@ def test_second_input_on_another_grid_is_resampled_by_patient_position(
     model = _load(conv1x1_model(tmp_path / "m.onnx", card, [1.0, 10.0], 0.0))
     t1_geometry = _geometry((6, 8, 9), spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
     if tilted:
-        c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
-        row, col = (c, s, 0.0), (-s * c, c * c, s)
-        col = tuple(float(v) for v in np.asarray(col) / np.linalg.norm(col))
+        c, s = float(np.cos(np.radians(20))), float(np.sin(np.radians(20)))
+        row, col = (c, s, 0.0), (-s * c, c * c, s)  # orthonormal: tilted 20° about x
         t2_geometry = _geometry(
             (12, 20, 20), spacing=(1.5, 1.25, 1.25), origin=(-4.0, -8.0, -6.0), row=row, col=col
         )

@@ -33,7 +33,7 @@ def _save(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
 
 def _stored_headers(paths: Sequence[Path]) -> dict[str, Dataset]:
     """Headers as the files hold them (DS values as stored), by SOP Instance UID."""
-    out = {}
+    out: dict[str, Dataset] = {}
     for p in paths:
         ds = pydicom.dcmread(p, stop_before_pixels=True)
         out[str(ds.SOPInstanceUID)] = ds
