@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from hypothesis.configuration import set_hypothesis_home_dir
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
@@ -141,3 +144,12 @@ def valid_ds(datasets: Sequence[Dataset]) -> list[Dataset]:
             ds[keyword].value = [DSfloat(float(v), auto_format=True) for v in ds[keyword].value]
         ds.SliceThickness = DSfloat(abs(float(ds.SliceThickness)), auto_format=True)
     return list(datasets)
+
+
+def hypothesis_outside_the_tree() -> None:
+    """Points Hypothesis' cache (else ./.hypothesis) at a per-user temporary folder, so the
+    property tests write nothing into the working tree; HYPOTHESIS_STORAGE_DIRECTORY wins."""
+    if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+        set_hypothesis_home_dir(
+            Path(tempfile.gettempdir()) / f"dicom-node-hypothesis-{os.getuid()}"
+        )

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from factories import hypothesis_outside_the_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,8 @@ from storage.spool import (
     output_instance_key,
     output_series_key,
 )
+
+hypothesis_outside_the_tree()
 
 HOSTILE = [
     "../../x",
@@ -83,7 +86,11 @@ def test_hostile_uids_give_hex_keys_that_stay_inside_the_spool(spool: Spool, uid
 _texts = st.text(max_size=300)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    database=None,  # no example database written into the working tree
+    max_examples=200,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(study=_texts, series=_texts, sop=_texts)
 def test_any_text_uids_give_hex_keys_inside_the_spool(
     spool: Spool, study: str, series: str, sop: str

@@ -6,11 +6,14 @@ import itertools
 import re
 import uuid
 
-from hypothesis import given
+from factories import hypothesis_outside_the_tree
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.uid import UID
 
 from dicom_node.uids import output_instance_uid, output_series_uid, uid_from_names
+
+hypothesis_outside_the_tree()
 
 UID_SYNTAX = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -74,6 +77,7 @@ def test_series_and_instance_namespaces_do_not_collide() -> None:
     assert output_instance_uid("x", 0) != output_series_uid(["x"], "0", "")
 
 
+@settings(database=None)  # no example database written into the working tree
 @given(
     inputs=st.lists(st.text(min_size=1, max_size=64), min_size=1, max_size=4),
     model=st.text(max_size=64),
@@ -89,6 +93,7 @@ def test_every_derived_uid_is_a_valid_2_25_uid(
     assert series == output_series_uid(list(inputs), model, version)
 
 
+@settings(database=None)
 @given(st.text(alphabet="0123456789.", max_size=20), st.text(alphabet="0123456789.", max_size=20))
 def test_names_are_separated_not_concatenated(a: str, b: str) -> None:
     assert uid_from_names(a, b) != uid_from_names(a + b)

@@ -14,6 +14,7 @@ import pytest
 from factories import (
     StudySpec,
     axial_series,
+    hypothesis_outside_the_tree,
     ramp_pixels,
     rotated_orientation,
     valid_ds,
@@ -25,6 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from dicom_node.volume import MAX_PIXELS_PER_SLICE, VolumeError, load_series
+
+hypothesis_outside_the_tree()
 
 
 def _save(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
@@ -423,6 +426,7 @@ _counter = itertools.count()
 
 
 @settings(
+    database=None,  # no example database written into the working tree
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
