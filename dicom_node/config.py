@@ -148,7 +148,9 @@ class Config(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
-    series_roles: dict[str, RoleRule] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+    series_roles: dict[str, RoleRule] = Field(
+        default_factory=lambda: {role: dict(rule) for role, rule in DEFAULT_ROLES.items()}
+    )
     destinations: list[Destination] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)

@@ -59,6 +59,11 @@ def _read(path: Path, series_uid: str) -> Dataset:
         ) from exc
 
 
+def _where(series_uid: str, ds: Dataset, path: Path) -> str:
+    """Names the instance and its file: a truncated file may have lost its UID."""
+    return f"series {series_uid}, instance {ds.get('SOPInstanceUID', '?')} ({path.name})"
+
+
 def _floats(ds: Dataset, keyword: str, n: int, where: str) -> np.ndarray:
     value = ds.get(keyword)
     try:
@@ -142,9 +147,8 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
         raise VolumeError(f"series {series_uid}: no instances")
     datasets = [_read(p, series_uid) for p in paths]
     shapes = set()
-    for ds in datasets:
-        where = f"series {series_uid}, instance {ds.get('SOPInstanceUID', '?')}"
-        shapes.add(_check_header(ds, where))
+    for ds, path in zip(datasets, paths, strict=True):
+        shapes.add(_check_header(ds, _where(series_uid, ds, path)))
     if len(shapes) != 1:
         raise VolumeError(f"series {series_uid}: slices differ in Rows×Columns {sorted(shapes)}")
     rows, cols = shapes.pop()
@@ -164,15 +168,15 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
         raise VolumeError(f"{first}: PixelSpacing must be positive")
 
     keyed = []
-    for ds in datasets:
-        where = f"series {series_uid}, instance {ds.get('SOPInstanceUID', '?')}"
+    for ds, path in zip(datasets, paths, strict=True):
+        where = _where(series_uid, ds, path)
         other = _floats(ds, "ImageOrientationPatient", 6, where)
         if np.max(np.abs(other - iop)) > ORIENTATION_TOLERANCE * 10:
             raise VolumeError(f"series {series_uid}: slices have different orientations")
         if np.max(np.abs(_floats(ds, "PixelSpacing", 2, where) - spacing_rc)) > 1e-3:
             raise VolumeError(f"series {series_uid}: slices have different PixelSpacing")
         position = _floats(ds, "ImagePositionPatient", 3, where)
-        keyed.append((float(np.dot(position, normal)), position, ds))
+        keyed.append((float(np.dot(position, normal)), position, ds, path))
     keyed.sort(key=lambda k: k[0])
     positions = np.asarray([k[0] for k in keyed])
     thickness = float(datasets[0].get("SliceThickness", 1.0) or 1.0)
@@ -181,13 +185,14 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
     if len(keyed) > 1:
         step = (keyed[-1][1] - keyed[0][1]) / (positions[-1] - positions[0])
         slice_dir = step / np.linalg.norm(step)
+        dz *= float(np.linalg.norm(step))  # along slice_dir: longer than dz when tilted
     else:
         slice_dir = normal
 
     stack = np.empty((len(keyed), rows, cols), dtype=np.float32)
     digest = hashlib.sha256()
-    for k, (_, _, ds) in enumerate(keyed):
-        where = f"series {series_uid}, instance {ds.get('SOPInstanceUID', '?')}"
+    for k, (_, _, ds, path) in enumerate(keyed):
+        where = _where(series_uid, ds, path)
         _check_pixel_length(ds, rows, cols, where)
         stored, physical = _pixels(ds, where)
         digest.update(np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes())

@@ -59,6 +59,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _make_private_dirs(folder: Path) -> None:
+    """Creates ``folder`` and its missing parents owner-only, each one fsynced into its
+    parent so that a power loss cannot drop the path to an acknowledged file.
+
+    (``Path.mkdir(parents=True, mode=…)`` gives the parents the default mode instead.)
+    """
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(mode=0o700, exist_ok=True)
+        _fsync_dir(new.parent)
+
+
 class Spool:
     """Files under one root folder, created owner-only (0700 folders, 0600 files)."""
 
@@ -81,8 +96,7 @@ class Spool:
         tmp = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}"
         try:
             if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-                _fsync_dir(folder.parent)
+                _make_private_dirs(folder)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 view = memoryview(data)

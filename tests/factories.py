@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from hypothesis.configuration import set_hypothesis_home_dir
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -114,3 +118,38 @@ def write_series(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def rotated_orientation(
+    angle_deg: float, axis: Sequence[float], decimals: int = 10
+) -> tuple[float, ...]:
+    """Image Orientation (Patient) of an axial plane rotated by ``angle_deg`` about ``axis``.
+
+    Rounded to ``decimals`` so that every value is a valid DS (at most 16 characters).
+    """
+    a = np.asarray(axis, dtype=float)
+    a /= np.linalg.norm(a)
+    t = np.radians(angle_deg)
+    cross = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    rotation = np.eye(3) + np.sin(t) * cross + (1 - np.cos(t)) * (cross @ cross)
+    row, col = rotation[:, 0], rotation[:, 1]
+    return tuple(round(float(v), decimals) + 0.0 for v in (*row, *col))
+
+
+def valid_ds(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Rewrites the geometry of ``datasets`` as valid DS strings (≤ 16 characters), as a
+    scanner would store them; tests then take expected values from the stored headers."""
+    for ds in datasets:
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            ds[keyword].value = [DSfloat(float(v), auto_format=True) for v in ds[keyword].value]
+        ds.SliceThickness = DSfloat(abs(float(ds.SliceThickness)), auto_format=True)
+    return list(datasets)
+
+
+def hypothesis_outside_the_tree() -> None:
+    """Points Hypothesis' cache (else ./.hypothesis) at a per-user temporary folder, so the
+    property tests write nothing into the working tree; HYPOTHESIS_STORAGE_DIRECTORY wins."""
+    if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+        set_hypothesis_home_dir(
+            Path(tempfile.gettempdir()) / f"dicom-node-hypothesis-{os.getuid()}"
+        )
