@@ -218,6 +218,89 @@ def _jobs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from dicom_node.verification import (
+        UnreadableFile,
+        dicom_files,
+        load_certificates,
+        verify_file,
+    )
+
+    config = _config(args)
+    own = config.path(config.signing.certificate_file)
+    trust_paths = [*map(config.path, config.signing.trusted_certificates), *args.trust]
+    if own.exists():
+        trust_paths.append(own)
+    try:
+        trusted = load_certificates(trust_paths)
+    except ValueError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    for path in dicom_files(args.paths):
+        try:
+            verdict = verify_file(path, trusted)
+        except UnreadableFile as exc:
+            print(f"dicom-node: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        if args.json:
+            print(json.dumps(verdict.to_json()), flush=True)
+            continue
+        kind = "SYNTHETIC" if verdict.synthetic else "not marked synthetic"
+        trust = {True: ", trusted", False: ", untrusted signer", None: ""}[
+            verdict.certificate_trusted if verdict.signature == "valid" else None
+        ]
+        mark = f"found ({verdict.watermark_identifier})" if verdict.watermark else "absent"
+        print(f"{path}: {kind}{' - TAMPERED' if verdict.tampered else ''}")
+        print(
+            f"  Synthetic Data tag: {'YES' if verdict.synthetic_data_tag else 'no'}; "
+            f"synthesizing equipment: {'yes' if verdict.synthesizing_equipment else 'no'}"
+        )
+        if verdict.provenance:
+            p = verdict.provenance
+            print(
+                f"  provenance: model {p['model_id']} {p['model_version']} "
+                f"(sha256 {p['model_sha256'][:12]}…), created {p['created_at']}, "
+                f"record {verdict.provenance_identifier}"
+            )
+        else:
+            print("  provenance: absent")
+        print(f"  signature: {verdict.signature}{trust} ({verdict.signature_reason})")
+        print(
+            f"  watermark: {mark}"
+            + (
+                ""
+                if verdict.watermark_matches_provenance is None
+                else f", {'matches' if verdict.watermark_matches_provenance else 'DIFFERS FROM'}"
+                " the provenance record"
+            )
+        )
+        for reason in verdict.reasons:
+            print(f"  ! {reason}")
+    return status
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from dicom_node.keys import create_self_signed
+
+    config = _config(args)
+    key = config.path(config.signing.key_file)
+    cert = config.path(config.signing.certificate_file)
+    try:
+        create_self_signed(
+            key,
+            cert,
+            common_name=f"{config.node.ae_title} dicom-node signing",
+            overwrite=args.force,
+        )
+    except FileExistsError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"key: {key}\ncertificate: {cert} (self-signed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
@@ -259,6 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
     retry = outbox.add_parser("retry", help="send a delivery again")
     retry.add_argument("id", type=int)
     retry.set_defaults(func=_outbox_retry)
+
+    verify = sub.add_parser("verify", help="is a file synthetic, and is its evidence intact?")
+    verify.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    verify.add_argument("--json", action="store_true", help="one JSON object per file")
+    verify.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        help="a certificate (PEM) to trust; repeatable",
+    )
+    verify.set_defaults(func=_verify)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    init = keys.add_parser("init", help="make a self-signed key and certificate")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.set_defaults(func=_keys_init)
 
     jobs = sub.add_parser("jobs", help="synthesis jobs").add_subparsers(
         dest="jobs_command", required=True

@@ -161,6 +161,7 @@ def _signing_key_usage() -> x509.KeyUsage:
 
 def _write_file(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
     """Write *data* to *path* so that the file never exists with wider permissions than *mode*."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if overwrite else os.O_EXCL)
     with os.fdopen(os.open(path, flags, mode), "wb") as stream:
         os.fchmod(stream.fileno(), mode)

@@ -8,6 +8,7 @@ then stops the stages between units of work, and exits 0.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ from types import FrameType
 
 from dicom_node.config import Config
 from dicom_node.dispatch import Dispatcher
+from dicom_node.keys import Signer, create_self_signed
 from dicom_node.logs import emit, get_logger
 from dicom_node.reconcile import reconcile_spool
 from dicom_node.scheduler import Scheduler
@@ -61,6 +63,28 @@ def load_models(config: Config) -> Registry:
     return registry
 
 
+def load_signer(config: Config) -> Signer:
+    """The key and certificate that sign every output; on a first run, when neither file
+    exists, a self-signed pair is made (and logged) so that the node runs as is."""
+    settings = config.signing
+    key, cert = config.path(settings.key_file), config.path(settings.certificate_file)
+    if not key.exists() and not cert.exists():
+        create_self_signed(key, cert, common_name=f"{config.node.ae_title} dicom-node signing")
+        emit(
+            log,
+            "signing.key_created",
+            30,
+            key_file=str(key),
+            certificate_file=str(cert),
+            note="self-signed; replace with a certificate your institution issues",
+        )
+    password_env = settings.key_password_env
+    password = os.environ.get(password_env, "").encode() if password_env else None
+    signer = Signer.from_files(key, cert, password or None)
+    emit(log, "signing.ready", subject=signer.subject, certificate_file=str(cert))
+    return signer
+
+
 class _StageLoop(threading.Thread):
     def __init__(
         self, name: str, step: Callable[[], bool], poll_s: float, stop: threading.Event
@@ -90,6 +114,7 @@ class Node:
         self.db = Database(config.database_url)
         self.spool = Spool(config.spool_dir)
         self.registry = load_models(config)
+        self.signer = load_signer(config)
         self.scp = StorageSCP(config, self.db, self.spool, clock)
         self._stop = threading.Event()
         self._threads: list[_StageLoop] = []
@@ -101,7 +126,9 @@ class Node:
         scheduler = Scheduler(self.config, self.db, self.spool, self.registry.cards, self.clock)
         self._threads.append(_StageLoop("schedule", scheduler.run_once, poll, self._stop))
         for i in range(self.config.inference.workers):
-            worker = Synthesizer(self.config, self.db, self.spool, self.registry, self.clock)
+            worker = Synthesizer(
+                self.config, self.db, self.spool, self.registry, self.clock, self.signer
+            )
             self._threads.append(_StageLoop(f"synthesize-{i}", worker.run_once, poll, self._stop))
         for i in range(self.config.dispatch.workers):
             dispatcher = Dispatcher(self.config, self.db, self.spool, self.clock)

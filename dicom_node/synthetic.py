@@ -25,8 +25,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicom_node import __version__
+from dicom_node import __version__, watermark
+from dicom_node.keys import Signer
+from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.provenance import ProvenanceRecord, write_private_block
+from dicom_node.signature import DEFAULT_SIGNED_KEYWORDS, sign_dataset
 from dicom_node.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -69,6 +72,16 @@ PATIENT_AND_STUDY_KEYWORDS = (
 )
 """Copied from the source so the output files under the same patient and study."""
 
+SIGNED_KEYWORDS: tuple[str | int, ...] = (
+    *DEFAULT_SIGNED_KEYWORDS,
+    "BurnedInAnnotation",
+    "ImageComments",
+    "ReferencedSeriesSequence",
+    "RescaleType",
+)
+"""What the signature covers: the signature module's identity, marking and pixel
+attributes (and the provenance block), the node's other marks, and the overlay."""
+
 SOURCE_IMAGE_PURPOSE = hd.sr.CodedConcept(
     "121322", "DCM", "Source image for image processing operation"
 )
@@ -76,25 +89,46 @@ SOURCE_IMAGE_PURPOSE = hd.sr.CodedConcept(
 
 @dataclass(frozen=True)
 class Marking:
-    """How outputs are labelled (config: ``synthetic``)."""
+    """How one output series is labelled (config ``synthetic``, plus the route's visible
+    mark) and who signs it."""
 
     series_description_prefix: str = "SYNTHETIC"
     series_number_offset: int = 9000
     manufacturer: str = "dicom-node"
     institution_name: str | None = None
     station_name: str | None = None
+    invisible_watermark: bool = True
+    visible_mark: VisibleMark = "overlay"
+    signer: Signer | None = None
 
 
-def _stored_values(values: np.ndarray, card: ModelCard) -> tuple[np.ndarray, int]:
-    """Output in physical units → stored integers and Pixel Representation.
+def _stored_range(card: ModelCard) -> tuple[int, int]:
+    """Stored values the output may take: its card's value range, within 16 bits.
 
     CT is stored as signed 16-bit HU (slope 1, intercept 0), MR as unsigned 16-bit.
     """
     lo, hi = card.output.value_range
-    rounded = np.rint(np.clip(values, lo, hi))
     if card.output.modality == "CT":
-        return np.clip(rounded, -32768, 32767).astype(np.int16), 1
-    return np.clip(rounded, 0, 65535).astype(np.uint16), 0
+        return max(-32768, int(np.ceil(lo))), min(32767, int(np.floor(hi)))
+    return max(0, int(np.ceil(lo))), min(65535, int(np.floor(hi)))
+
+
+def _stored_values(values: np.ndarray, card: ModelCard) -> tuple[np.ndarray, int]:
+    """Output in physical units → stored integers and Pixel Representation."""
+    lo, hi = _stored_range(card)
+    rounded = np.clip(np.rint(values), lo, hi)
+    if card.output.modality == "CT":
+        return rounded.astype(np.int16), 1
+    return rounded.astype(np.uint16), 0
+
+
+def _slice_pixels(stored: np.ndarray, card: ModelCard, marking: Marking, ident: bytes) -> bytes:
+    """One slice's Pixel Data: burned-in text if asked, then the invisible watermark."""
+    bounds = _stored_range(card)
+    pixels = burn_in(stored, bounds) if marking.visible_mark == "burn_in" else stored
+    if marking.invisible_watermark:
+        pixels = watermark.embed(pixels, ident, value_range=bounds)
+    return np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
 
 
 def _window(stored: np.ndarray, modality: str) -> tuple[list[float], list[float], str]:
@@ -252,7 +286,7 @@ def build_series(
         ds.ContentDate, ds.ContentTime = date, time
         ds.InstanceNumber = k + 1
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if ct else "OTHER", "SYNTHETIC"]
-        ds.BurnedInAnnotation = "NO"
+        ds.BurnedInAnnotation = "YES" if marking.visible_mark == "burn_in" else "NO"
         ds.ImageComments = "SYNTHETIC IMAGE - NOT ACQUIRED - " + card.key
         ds.DerivationDescription = derivation[:1024]
         ds.SourceImageSequence = _source_images(sources, k)
@@ -272,13 +306,19 @@ def build_series(
         ds.PixelRepresentation = pixel_representation
         ds.WindowCenter, ds.WindowWidth = centers, widths
         ds.WindowCenterWidthExplanation = explanation.split("\\")[: len(centers)]
-        ds.PixelData = (
-            np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
-        )
+        ds.PixelData = _slice_pixels(stored[k], card, marking, provenance.identifier)
         write_private_block(ds, provenance)
+        if marking.visible_mark == "overlay":
+            add_overlay(ds)
+        if marking.signer is not None:
+            sign_dataset(ds, marking.signer, SIGNED_KEYWORDS + _overlay_tags(ds), when=now)
         ds.file_meta = _file_meta(sop_class, ds.SOPInstanceUID)
         instances.append(ds)
     return instances
+
+
+def _overlay_tags(ds: Dataset) -> tuple[int, ...]:
+    return tuple(int(elem.tag) for elem in ds if elem.tag.group == OVERLAY_GROUP)
 
 
 def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:

@@ -21,11 +21,14 @@ from sqlalchemy.orm import Session
 
 from dicom_node import __version__
 from dicom_node.config import Config
+from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
+from dicom_node.marking import default_mark
 from dicom_node.provenance import InputRecord, ProvenanceRecord
 from dicom_node.synthetic import Marking, build_series
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
+from inference.card import ModelCard
 from inference.predict import InferenceError, translate
 from inference.registry import LoadedModel, Registry
 from storage.database import Database
@@ -85,13 +88,14 @@ class Synthesizer:
         spool: Spool,
         registry: Registry,
         clock: Callable[[], datetime],
+        signer: Signer | None,
     ) -> None:
         self.config = config
         self.db = db
         self.spool = spool
         self.registry = registry
         self.clock = clock
-        self.marking = Marking(**config.synthetic.model_dump())
+        self.signer = signer
         self.name = worker_name("synthesize")
 
     def run_once(self) -> bool:
@@ -154,6 +158,15 @@ class Synthesizer:
             volumes.append(load_series([self.spool.path(k) for k in keys[uid]], uid))
         return volumes
 
+    def _marking(self, card: ModelCard) -> Marking:
+        route = self.config.route(card.id)
+        mark = route.visible_mark if route and route.visible_mark else None
+        return Marking(
+            **self.config.synthetic.model_dump(),
+            visible_mark=mark or default_mark(card.output.modality),
+            signer=self.signer,
+        )
+
     def _synthesize(self, job: ClaimedJob) -> Output:
         model = self._model(job)
         card = model.card
@@ -179,7 +192,7 @@ class Synthesizer:
             route_destinations=job.send_to,
             created_at=now.isoformat(),
         )
-        datasets = build_series(result, sources, card, provenance, self.marking, now)
+        datasets = build_series(result, sources, card, provenance, self._marking(card), now)
         key = output_series_key(series_uid)
         for index, ds in enumerate(datasets):
             self.spool.write(output_instance_key(key, index), _encode(ds))

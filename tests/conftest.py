@@ -11,11 +11,21 @@ import pytest
 import yaml
 
 from dicom_node.config import Config, load_config
+from dicom_node.keys import create_self_signed
 from dicom_node.node import Node
 from onnx_models import conv1x1_model, linear_card
 from peers import Orthanc, free_port
 
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One key pair for every test node: making an RSA key per node would be slow."""
+    folder = tmp_path_factory.mktemp("signing")
+    key, cert = folder / "signing.key", folder / "signing.crt"
+    create_self_signed(key, cert, common_name="dicom-node tests")
+    return key, cert
 
 
 @pytest.fixture
@@ -41,7 +51,9 @@ def models_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def write_config(folder: Path, overrides: dict[str, Any]) -> Path:
+def write_config(
+    folder: Path, overrides: dict[str, Any], keys: tuple[Path, Path] | None = None
+) -> Path:
     """A config.yaml for a test node on a free port, with fast stability and polling."""
     base: dict[str, Any] = {
         "node": {
@@ -59,6 +71,8 @@ def write_config(folder: Path, overrides: dict[str, Any]) -> Path:
         "scheduler": {"poll_seconds": 0.1},
         "dispatch": {"backoff_initial_s": 0.5, "backoff_max_s": 2.0},
     }
+    if keys is not None:
+        base["signing"] = {"key_file": str(keys[0]), "certificate_file": str(keys[1])}
     for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(base.get(section), dict):
             base[section] = {**base[section], **values}
@@ -71,12 +85,14 @@ def write_config(folder: Path, overrides: dict[str, Any]) -> Path:
 
 
 @pytest.fixture
-def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def node_factory(tmp_path: Path, signing_keys: tuple[Path, Path]) -> Iterator[Callable[..., Node]]:
     """Starts in-process nodes from config overrides; stops them at the end."""
     running: list[Node] = []
 
     def make(overrides: dict[str, Any] | None = None, folder: Path | None = None) -> Node:
-        config: Config = load_config(write_config(folder or tmp_path, overrides or {}))
+        config: Config = load_config(
+            write_config(folder or tmp_path, overrides or {}, signing_keys)
+        )
         node = Node(config)
         node.start()
         running.append(node)

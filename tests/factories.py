@@ -103,7 +103,7 @@ def axial_series(
 
 
 def ramp_pixels(
-    slices: int = 8, rows: int = 32, cols: int = 32, dtype: type = np.uint16
+    slices: int = 8, rows: int = 64, cols: int = 64, dtype: type = np.uint16
 ) -> np.ndarray:
     """Distinct, predictable stored values: 100 + 10·k + j + i."""
     k, j, i = np.meshgrid(np.arange(slices), np.arange(rows), np.arange(cols), indexing="ij")

@@ -134,6 +134,11 @@ class Orthanc:
             raw = r.read()
             return json.loads(raw) if raw else None
 
+    def post_bytes(self, path: str, body: Any) -> bytes:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return bytes(r.read())
+
     def delete(self, path: str) -> None:
         req = urllib.request.Request(self.url + path, method="DELETE")
         urllib.request.urlopen(req, timeout=30).close()

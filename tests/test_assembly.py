@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import StudySpec, axial_series, ramp_pixels
-from onnx_models import linear_card
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from dicom_node.assembly import stable_studies, study_series
 from dicom_node.config import Config
 from dicom_node.scheduler import Scheduler
+from factories import StudySpec, axial_series, ramp_pixels
+from onnx_models import linear_card
 from storage.database import Database
 from storage.instances import ReceivedInstance, record_instance
 from storage.models import AuditEvent, Job, Study, StudyState

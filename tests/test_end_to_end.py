@@ -3,6 +3,7 @@ synthesizes the missing CT and sends it back into the same study."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from dicom_node.node import Node
+from dicom_node.provenance import read_private_block
+from dicom_node.watermark import detect
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
 from storage.models import AuditEvent, Instance, Job, Series
@@ -71,15 +74,22 @@ def _wait_for_ct(
     return wait_until(ready, timeout, what=f"a {instances}-instance synthetic CT in the PACS")
 
 
-def test_pacs_gets_exact_synthetic_ct_in_same_study(
+@pytest.mark.parametrize("watermark", [False, True], ids=["exact", "watermarked"])
+def test_pacs_gets_marked_synthetic_ct_in_same_study(
     tmp_path: Path,
     orthanc_factory: Callable[..., Orthanc],
     node_factory: Callable[..., Node],
     models_dir: Path,
+    signing_keys: tuple[Path, Path],
+    watermark: bool,
 ) -> None:
-    pacs, _node = _pacs_and_node(orthanc_factory, node_factory)
+    """Without the invisible watermark the numbers are exactly the model's (HU = 2·T1 −
+    1000); with it, no value moves by more than 1 and the mark names the provenance."""
+    pacs, _node = _pacs_and_node(
+        orthanc_factory, node_factory, overrides={"synthetic": {"invisible_watermark": watermark}}
+    )
     study = StudySpec()
-    pixels = ramp_pixels(slices=8, rows=32, cols=40)
+    pixels = ramp_pixels(slices=8, rows=64, cols=72)
     source = axial_series(study, pixels, description="T1 MPRAGE", spacing=(2.5, 0.9, 0.8))
     _send_to_pacs(pacs, write_series(source, tmp_path / "t1"))
 
@@ -99,7 +109,16 @@ def test_pacs_gets_exact_synthetic_ct_in_same_study(
         assert [float(v) for v in out.PixelSpacing] == [0.9, 0.8]
         assert float(out.SliceThickness) == 2.5
         expected = 2 * src.pixel_array.astype(np.int32) - 1000
-        np.testing.assert_array_equal(out.pixel_array.astype(np.int32), expected)
+        change = np.abs(out.pixel_array.astype(np.int32) - expected)
+        if watermark:
+            assert change.max() <= 1 and change.mean() <= 0.5
+            record = read_private_block(out)
+            assert record is not None
+            assert detect(out.pixel_array).identifier == record.identifier
+            assert _dcmsign_ok(path, signing_keys[1])
+        else:
+            assert change.max() == 0
+        assert out.BurnedInAnnotation == "NO" and out[0x60003000].value, "overlay, pixels kept"
         assert out.SyntheticData == "YES"
         assert list(out.ImageType)[:2] == ["DERIVED", "SECONDARY"]
         assert out.SeriesDescription.startswith("SYNTHETIC ")
@@ -113,6 +132,16 @@ def test_pacs_gets_exact_synthetic_ct_in_same_study(
         )
         assert out.PatientID == study.patient_id
         assert dciodvfy_errors(path) == []
+
+
+def _dcmsign_ok(path: Path, certificate: Path) -> bool:
+    result = subprocess.run(
+        ["dcmsign", "--verify", "+cf", str(certificate), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode == 0 and "Signature Verification : OK" in result.stdout + result.stderr
 
 
 def test_resent_study_and_routed_back_output_leave_exactly_one_synthetic_series(

@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_models import IR_VERSION, OPSET, conv1x1_model, linear_card
 
 from inference.card import (
     CARD_KEY,
@@ -30,6 +29,7 @@ from inference.geometry import Geometry, Volume
 from inference.normalize import denormalize, normalize
 from inference.predict import InferenceError, translate
 from inference.registry import LoadedModel, ModelError, load_model, load_registry
+from onnx_models import IR_VERSION, OPSET, conv1x1_model, linear_card
 
 CPU = ["CPUExecutionProvider"]
 WIDE_MR = (-1.0e6, 1.0e6)

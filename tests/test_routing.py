@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from onnx_models import linear_card
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
@@ -27,6 +26,7 @@ from dicom_node.routing import (
     study_roles,
 )
 from inference.card import ModelCard
+from onnx_models import linear_card
 from storage.database import Database
 from storage.models import AuditEvent, Job, JobState, Study, StudyState
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from factories import hypothesis_outside_the_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from factories import hypothesis_outside_the_tree
 from storage.spool import (
     Spool,
     SpoolError,
@@ -40,7 +40,7 @@ HOSTILE = [
     "ünïcødé/☢/𝔘𝔦𝔡",
     "instances/00/00/" + "0" * 64 + ".dcm",
 ]
-INSTANCE_KEY = re.compile(r"^instances/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.dcm$")
+INSTANCE_KEY = re.compile(r"^instances/[0-9a-f]{2}/[0-9a-f]{64}/[0-9a-f]{64}\.dcm$")
 OUTPUT_KEY = re.compile(r"^outputs/[0-9a-f]{2}/[0-9a-f]{64}$")
 REPO = Path(__file__).resolve().parents[1]
 

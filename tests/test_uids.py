@@ -6,12 +6,12 @@ import itertools
 import re
 import uuid
 
-from factories import hypothesis_outside_the_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.uid import UID
 
 from dicom_node.uids import output_instance_uid, output_series_uid, uid_from_names
+from factories import hypothesis_outside_the_tree
 
 hypothesis_outside_the_tree()
 

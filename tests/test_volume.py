@@ -11,6 +11,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from dicom_node.volume import MAX_PIXELS_PER_SLICE, VolumeError, load_series
 from factories import (
     StudySpec,
     axial_series,
@@ -20,12 +26,6 @@ from factories import (
     valid_ds,
     write_series,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from pydicom.dataset import Dataset
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
-
-from dicom_node.volume import MAX_PIXELS_PER_SLICE, VolumeError, load_series
 
 hypothesis_outside_the_tree()
 
