@@ -48,11 +48,15 @@ def _peer(args: argparse.Namespace, config: Config) -> Destination:
 def _echo(args: argparse.Namespace) -> int:
     from pynetdicom import AE
 
+    from dicom_node.tls import tls_args
+
     config = _config(args)
     peer = _peer(args, config)
     ae = AE(ae_title=config.calling_ae_title)
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args(peer, config.path)
+    )
     if not assoc.is_established:
         print(f"{peer.name}: no association with {peer.ae_title}@{peer.host}:{peer.port}")
         return 1
@@ -75,6 +79,7 @@ def _send(args: argparse.Namespace) -> int:
     from pydicom.errors import InvalidDicomError
 
     from dicom_node.dispatch import DeliveryError, send_files
+    from dicom_node.tls import tls_args
 
     config = _config(args)
     peer = _peer(args, config)
@@ -90,7 +95,9 @@ def _send(args: argparse.Namespace) -> int:
         by_class.setdefault(sop_class, []).append(path)
     for sop_class, paths in by_class.items():
         try:
-            sent = send_files(peer, config.calling_ae_title, paths, sop_class)
+            sent = send_files(
+                peer, config.calling_ae_title, paths, sop_class, tls=tls_args(peer, config.path)
+            )
             print(f"{peer.name}: stored {sent} instance(s) of {sop_class}")
         except DeliveryError as exc:
             print(f"{exc}", file=sys.stderr)

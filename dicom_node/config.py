@@ -7,6 +7,7 @@ of the configuration file, so a config can be moved together with its data.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -35,11 +36,47 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ServerTLS(_Section):
+    """DICOM TLS for receiving (PS3.15 B.9: BCP 195 profile, TLS 1.2 or newer)."""
+
+    certificate: Path
+    key: Path
+    ca: Path | None = Field(None, description="CA certificate(s) that client certificates chain to")
+    require_client_certificate: bool = True
+
+    @model_validator(mode="after")
+    def _ca_for_clients(self) -> ServerTLS:
+        if self.require_client_certificate and self.ca is None:
+            raise ValueError("require_client_certificate needs a ca to verify clients against")
+        return self
+
+
+class ClientTLS(_Section):
+    """DICOM TLS for sending to one destination."""
+
+    ca: Path = Field(description="CA certificate(s) the destination's certificate chains to")
+    certificate: Path | None = Field(None, description="client certificate, if it asks for one")
+    key: Path | None = None
+    server_name: str | None = Field(
+        None, description="name to check the destination's certificate against; default: host"
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> ClientTLS:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("certificate and key go together")
+        return self
+
+
 class NodeSettings(_Section):
     ae_title: AETitle = "DICOMNODE"
     host: str = "0.0.0.0"
     port: int = Field(11112, ge=1, le=65535)
     allowed_calling_aets: list[AETitle] = Field(default_factory=list)
+    calling_ae_hosts: dict[str, list[str]] = Field(
+        default_factory=dict, description="AE title → addresses or networks it may call from"
+    )
+    tls: ServerTLS | None = None
     stable_seconds: float = Field(10.0, ge=0)
     max_pdu_size: int = Field(0, ge=0, description="0: unlimited")
     network_timeout_s: float = Field(60.0, gt=0)
@@ -51,6 +88,17 @@ class NodeSettings(_Section):
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
+
+    @field_validator("calling_ae_hosts")
+    @classmethod
+    def _networks(cls, hosts: dict[str, list[str]]) -> dict[str, list[str]]:
+        for ae, entries in hosts.items():
+            for entry in entries:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{ae}: {entry!r} is not an address or network") from exc
+        return hosts
 
 
 class StorageSettings(_Section):
@@ -98,6 +146,7 @@ class Destination(_Section):
     ae_title: AETitle
     host: str
     port: int = Field(ge=1, le=65535)
+    tls: ClientTLS | None = None
 
     @field_validator("name")
     @classmethod

@@ -22,6 +22,7 @@ from pynetdicom.association import Association
 from dicom_node.config import Config, Destination
 from dicom_node.logs import emit, get_logger
 from dicom_node.status import is_stored
+from dicom_node.tls import TLSArgs, tls_args
 from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storage.database import Database
 from storage.models import AuditEvent, Delivery, DeliveryState
@@ -67,7 +68,11 @@ def _reachable(destination: Destination, timeout_s: float) -> None:
 
 
 def _associate(
-    destination: Destination, calling_ae: str, sop_classes: Sequence[str], timeout_s: float
+    destination: Destination,
+    calling_ae: str,
+    sop_classes: Sequence[str],
+    timeout_s: float,
+    tls: TLSArgs | None,
 ) -> Association:
     _reachable(destination, timeout_s)
     ae = AE(ae_title=calling_ae)
@@ -78,13 +83,16 @@ def _associate(
     ae.network_timeout = timeout_s
     for sop_class in sop_classes:
         ae.add_requested_context(sop_class, list(TRANSFER_SYNTAXES))
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
+    )
     if not assoc.is_established:
         if assoc.is_rejected:
             raise DeliveryError(f"{destination.name}: association rejected")
         if assoc.is_aborted:
             raise DeliveryError(f"{destination.name}: association aborted by the peer")
-        raise DeliveryError(f"{destination.name}: association not established")
+        secure = " (TLS handshake failed?)" if tls else ""
+        raise DeliveryError(f"{destination.name}: association not established{secure}")
     return assoc
 
 
@@ -94,10 +102,11 @@ def send_files(
     paths: Sequence[Path],
     sop_class_uid: str,
     timeout_s: float = 60.0,
+    tls: TLSArgs | None = None,
 ) -> int:
     """C-STOREs every file on one association; returns how many were stored, or raises
     naming the first instance the destination did not store."""
-    assoc = _associate(destination, calling_ae, [sop_class_uid], timeout_s)
+    assoc = _associate(destination, calling_ae, [sop_class_uid], timeout_s, tls)
     try:
         for count, path in enumerate(paths):
             ds = pydicom.dcmread(path)
@@ -147,7 +156,13 @@ class Dispatcher:
             for i in range(delivery.instances)
         ]
         try:
-            send_files(destination, self.config.calling_ae_title, paths, delivery.sop_class_uid)
+            send_files(
+                destination,
+                self.config.calling_ae_title,
+                paths,
+                delivery.sop_class_uid,
+                tls=tls_args(destination, self.config.path),
+            )
         except (DeliveryError, OSError) as exc:
             self._finish(delivery, str(exc), park=False)
         except Exception as exc:  # the stage's outer loop: record, retry later, go on

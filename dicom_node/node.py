@@ -139,11 +139,10 @@ class Node:
         return self.address
 
     def stop(self, drain_s: float = 30.0) -> None:
-        """Stops accepting associations, waits for those in progress, stops the stages."""
-        self.scp.stop_listening()
+        """Stops accepting associations, lets C-STOREs in flight finish, then stops the
+        stages between units of work; everything else resumes from the database."""
         deadline = time.monotonic() + drain_s
-        while self.scp.active_associations() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.scp.shutdown(drain_s)
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=max(1.0, deadline - time.monotonic()))

@@ -13,7 +13,7 @@ import errno
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -22,13 +22,16 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicom_node.access import AccessPolicy
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
-from dicom_node.status import StoreStatus
+from dicom_node.status import RejectReason, RejectResult, RejectSource, StoreStatus
+from dicom_node.tls import server_context
 from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from storage.database import Database
 from storage.instances import ReceivedInstance, record_instance
@@ -113,14 +116,47 @@ def utcnow() -> datetime:
 
 @dataclass
 class StoreHandler:
-    """Handles EVT_C_STORE: spool, index, answer."""
+    """Handles EVT_C_STORE: spool, index, answer.
+
+    Counts the requests it is handling, so that a shutdown can wait for every C-STORE in
+    flight to be stored and answered; once draining, new requests are refused (Out of
+    Resources) so that the sender keeps them and sends them again later.
+    """
 
     db: Database
     spool: Spool
     min_free_bytes: int
     clock: Callable[[], datetime] = utcnow
+    _in_flight: int = 0
+    _draining: bool = False
+    _idle: threading.Condition = field(default_factory=threading.Condition)
 
     def __call__(self, event: Event) -> int:
+        with self._idle:
+            if self._draining:
+                emit(
+                    log,
+                    "store.refused",
+                    30,
+                    reason="node shutting down",
+                    calling_ae=str(event.assoc.requestor.ae_title).strip(),
+                )
+                return StoreStatus.OUT_OF_RESOURCES
+            self._in_flight += 1
+        try:
+            return self._store(event)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Refuses new C-STOREs and waits for those in flight; True when none is left."""
+        with self._idle:
+            self._draining = True
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+
+    def _store(self, event: Event) -> int:
         req = cast(C_STORE, event.request)
         sop_instance_uid = str(req.AffectedSOPInstanceUID or "")
         calling_ae = str(event.assoc.requestor.ae_title).strip()
@@ -204,6 +240,7 @@ def _on_echo(event: Event) -> int:
 
 
 def _on_rejected(event: Event) -> None:
+    """Rejections pynetdicom makes itself: the association limit."""
     rq = event.assoc.requestor
     emit(
         log,
@@ -211,8 +248,25 @@ def _on_rejected(event: Event) -> None:
         30,
         calling_ae=str(rq.ae_title).strip(),
         address=rq.address,
-        reason="calling AE title not allowed or too many associations",
+        reason="too many simultaneous associations",
     )
+
+
+def _on_requested(policy: AccessPolicy) -> Callable[[Event], None]:
+    def check(event: Event) -> None:
+        assoc = event.assoc
+        calling_ae = str(cast(A_ASSOCIATE, assoc.requestor.primitive).calling_ae_title).strip()
+        address = str(assoc.requestor.address)
+        reason = policy.refusal(calling_ae, address)
+        if reason is None:
+            return
+        emit(log, "association.rejected", 30, calling_ae=calling_ae, address=address, reason=reason)
+        assoc.acse.send_reject(
+            RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.CALLING_AE_UNKNOWN
+        )
+        assoc.kill()
+
+    return check
 
 
 def _on_established(event: Event) -> None:
@@ -228,6 +282,9 @@ class StorageSCP:
     ) -> None:
         self.config = config
         self.handler = StoreHandler(db, spool, config.storage.min_free_bytes, clock)
+        self.policy = AccessPolicy.from_config(
+            config.node.allowed_calling_aets, config.node.calling_ae_hosts
+        )
         self._server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
 
@@ -239,7 +296,6 @@ class StorageSCP:
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), list(ACCEPTED_TRANSFER_SYNTAXES))
-        ae.require_calling_aet = list(node.allowed_calling_aets)
         ae.maximum_pdu_size = node.max_pdu_size
         ae.maximum_associations = node.maximum_associations
         ae.network_timeout = node.network_timeout_s
@@ -250,21 +306,25 @@ class StorageSCP:
     def start(self) -> tuple[str, int]:
         """Starts listening; returns the bound (host, port) (port 0 picks a free one)."""
         handlers: list[Any] = [
+            (evt.EVT_REQUESTED, _on_requested(self.policy)),
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, self.handler),
             (evt.EVT_REJECTED, _on_rejected),
             (evt.EVT_ESTABLISHED, _on_established),
         ]
-        ae = self._make_ae()
-        server = ae.start_server(
-            (self.config.node.host, self.config.node.port), block=False, evt_handlers=handlers
+        node = self.config.node
+        tls = server_context(node.tls, self.config.path) if node.tls else None
+        server = self._make_ae().start_server(
+            (node.host, node.port), block=False, evt_handlers=handlers, ssl_context=tls
         )
         if server is None:
             raise RuntimeError("pynetdicom returned no server for a non-blocking start")
         with self._lock:
             self._server = server
         host, port = server.server_address[:2]
-        emit(log, "scp.listening", ae_title=self.config.node.ae_title, host=host, port=port)
+        emit(
+            log, "scp.listening", ae_title=node.ae_title, host=host, port=port, tls=tls is not None
+        )
         return str(host), int(port)
 
     def active_associations(self) -> int:
@@ -272,10 +332,19 @@ class StorageSCP:
             server = self._server
         return len(server.active_associations) if server else 0
 
-    def stop_listening(self) -> None:
-        """Closes the listening socket; associations in progress go on to their end."""
+    def shutdown(self, drain_s: float) -> None:
+        """Stops accepting associations, lets every C-STORE in flight be stored and
+        answered, then aborts the associations left; their senders resend the rest."""
         with self._lock:
-            server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            emit(log, "scp.stopped_listening")
+            server = self._server
+        if server is None:
+            return
+        associations = list(server.active_associations)
+        server.shutdown()
+        drained = self.handler.drain(drain_s)
+        for assoc in associations:
+            if assoc.is_established:
+                assoc.abort()
+        with self._lock:
+            self._server = None
+        emit(log, "scp.stopped", aborted_associations=len(associations), drained=drained)

@@ -21,3 +21,27 @@ WARNING_STATUSES = frozenset({0x0001, 0x0107, 0x0116, *range(0xB000, 0xC000)})
 def is_stored(status: int) -> bool:
     """True when a C-STORE response means the peer kept the instance (success or warning)."""
     return status in SUCCESS_STATUSES or status in WARNING_STATUSES
+
+
+class RejectResult(IntEnum):
+    """A-ASSOCIATE-RJ Result (PS3.8 9.3.4)."""
+
+    PERMANENT = 0x01
+    TRANSIENT = 0x02
+
+
+class RejectSource(IntEnum):
+    """A-ASSOCIATE-RJ Source (PS3.8 9.3.4)."""
+
+    SERVICE_USER = 0x01
+    SERVICE_PROVIDER_ACSE = 0x02
+    SERVICE_PROVIDER_PRESENTATION = 0x03
+
+
+class RejectReason(IntEnum):
+    """A-ASSOCIATE-RJ Reason/Diag. when the source is the service user (PS3.8 9.3.4)."""
+
+    NO_REASON = 0x01
+    APPLICATION_CONTEXT_NOT_SUPPORTED = 0x02
+    CALLING_AE_UNKNOWN = 0x03
+    CALLED_AE_UNKNOWN = 0x07

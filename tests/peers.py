@@ -197,9 +197,11 @@ def stored_ok(result: subprocess.CompletedProcess[str]) -> int:
     return (result.stdout + result.stderr).count("Received Store Response (Success)")
 
 
-def echoscu(host: str, port: int, called: str, calling: str = "ECHOSCU") -> bool:
+def echoscu(
+    host: str, port: int, called: str, calling: str = "ECHOSCU", extra: Sequence[str] = ()
+) -> bool:
     result = subprocess.run(
-        ["echoscu", "-aet", calling, "-aec", called, host, str(port)],
+        ["echoscu", "-aet", calling, "-aec", called, *extra, host, str(port)],
         capture_output=True,
         text=True,
         env=DCMTK_ENV,
@@ -223,22 +225,27 @@ def have(tool: str) -> bool:
 @dataclass
 class StoreSCP:
     """DCMTK storescp writing to ``folder``; remove the folder while it runs and every
-    store is refused with Out of Resources (0xA700), as a full PACS would."""
+    store is refused with Out of Resources (0xA700), as a full PACS would. ``extra``
+    options go to storescp (e.g. ``+tls key cert +cf ca``)."""
 
     folder: Path
     port: int = field(default_factory=free_port)
     aet: str = "STORESCP"
+    extra: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> StoreSCP:
+    def start(self, echo: Sequence[str] = ()) -> StoreSCP:
+        """Starts it and waits until it answers C-ECHO (``echo``: echoscu's TLS options)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["storescp", "-aet", self.aet, "-od", str(self.folder), str(self.port)],
+            ["storescp", "-aet", self.aet, *self.extra, "-od", str(self.folder), str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=DCMTK_ENV,
         )
-        wait_until(lambda: echoscu("127.0.0.1", self.port, self.aet), 20, what="storescp")
+        wait_until(
+            lambda: echoscu("127.0.0.1", self.port, self.aet, extra=echo), 20, what="storescp"
+        )
         return self
 
     def stop(self) -> None:

@@ -245,7 +245,7 @@ def test_ae_title_padding_is_stripped_before_the_length_check(tmp_path: Path) ->
     [
         ({"node": {"colour": "blue"}}, "node.colour"),
         ({"nodes": {"port": 104}}, "nodes"),
-        ({"destinations": [{**PACS, "tls": True}]}, "destinations.0.tls"),
+        ({"destinations": [{**PACS, "compression": True}]}, "destinations.0.compression"),
         ({"routes": [{"model": "m", "send_to": ["sender"], "when": "x"}]}, "routes.0.when"),
     ],
 )
