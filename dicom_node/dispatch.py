@@ -19,6 +19,7 @@ import pydicom
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from dicom_node import polling
 from dicom_node.config import Config, Destination
 from dicom_node.logs import emit, get_logger
 from dicom_node.status import is_stored
@@ -75,6 +76,7 @@ def _associate(
     tls: TLSArgs | None,
 ) -> Association:
     _reachable(destination, timeout_s)
+    polling.install()
     ae = AE(ae_title=calling_ae)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -109,6 +111,7 @@ def send_files(
     assoc = _associate(destination, calling_ae, [sop_class_uid], timeout_s, tls)
     try:
         for count, path in enumerate(paths):
+            polling.note_activity()
             ds = pydicom.dcmread(path)
             response = assoc.send_c_store(ds)
             status = getattr(response, "Status", None)

@@ -27,6 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicom_node import polling
 from dicom_node.access import AccessPolicy
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
@@ -132,6 +133,7 @@ class StoreHandler:
     _idle: threading.Condition = field(default_factory=threading.Condition)
 
     def __call__(self, event: Event) -> int:
+        polling.note_activity()
         with self._idle:
             if self._draining:
                 emit(
@@ -313,6 +315,7 @@ class StorageSCP:
             (evt.EVT_ESTABLISHED, _on_established),
         ]
         node = self.config.node
+        polling.install()
         tls = server_context(node.tls, self.config.path) if node.tls else None
         server = self._make_ae().start_server(
             (node.host, node.port), block=False, evt_handlers=handlers, ssl_context=tls

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from dicom_node.node import Node
 from dicom_node.volume import load_series
 from factories import MR_IMAGE_STORAGE, StudySpec, axial_series, ramp_pixels, write_series
-from peers import DCMTK_ENV, echoscu, stored_ok, storescu
+from peers import DCMTK_ENV, echoscu, stored_ok, storescu, wait_until
 from storage.models import Instance, Study
 
 pytestmark = pytest.mark.integration
@@ -196,3 +196,16 @@ def test_log_lines_are_json_without_patient_data(
     text = "\n".join(lines)
     for secret in ("Doe", "Johnathan", "PID-98765", "19451231"):
         assert secret not in text
+
+
+def test_node_polls_fast_only_while_instances_flow(
+    tmp_path: Path, node_factory: Callable[..., Node]
+) -> None:
+    from dicom_node import polling
+
+    node = node_factory()
+    assert polling.installed()
+    paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=1)), tmp_path / "in")
+    assert stored_ok(storescu("127.0.0.1", _port(node), "DICOMNODE", paths)) == 1
+    assert polling.busy()
+    wait_until(lambda: not polling.busy(), 5, what="the busy window to close")
