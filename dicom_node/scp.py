@@ -205,7 +205,7 @@ class StoreHandler:
                 log,
                 "store.failed",
                 40,
-                reason=f"database: {type(exc).__name__}",
+                reason=f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                 sop_instance_uid=rec.sop_instance_uid,
             )
             return StoreStatus.OUT_OF_RESOURCES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from dicom_node.config import Config, load_config
 from dicom_node.keys import create_self_signed
 from dicom_node.node import Node
 from onnx_models import conv1x1_model, linear_card
-from peers import Orthanc, free_port
+from peers import Orthanc, PostgresServer, free_port
 
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
 
@@ -101,3 +103,16 @@ def node_factory(tmp_path: Path, signing_keys: tuple[Path, Path]) -> Iterator[Ca
     yield make
     for node in running:
         node.stop(drain_s=5)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, in a folder the postgres user can reach
+    (pytest's own temporary folders are private to the user running the tests)."""
+    folder = Path(tempfile.mkdtemp(prefix="dicom-node-pg-"))
+    server = PostgresServer(folder).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -292,3 +292,71 @@ class NodeProcess:
             self.process.kill()
             self.process.wait(10)
         self.process = None
+
+
+@dataclass
+class PostgresServer:
+    """A throw-away PostgreSQL cluster in ``folder`` on a free loopback port (Debian's
+    server binaries; run as the ``postgres`` user when the tests run as root)."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+
+    @staticmethod
+    def binaries() -> Path:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not found:
+            raise RuntimeError("PostgreSQL server binaries not found (Debian package postgresql)")
+        return found[-1].parent
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> PostgresServer:
+        data = self.folder / "data"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        bin_dir = self.binaries()
+        self._run(
+            str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"
+        )
+        self._run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.folder / "pg.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200",
+            "start",
+        )
+        self._run(
+            str(bin_dir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "dicomnode",
+        )
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/dicomnode"
+
+    def stop(self) -> None:
+        self._run(
+            str(self.binaries() / "pg_ctl"),
+            "-D",
+            str(self.folder / "data"),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        )

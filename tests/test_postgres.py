@@ -1,0 +1,158 @@
+"""The same storage code on PostgreSQL: schema, race-free indexing, SKIP LOCKED claims,
+and the whole node path."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import delete, func, select, text
+
+from dicom_node.node import Node
+from factories import StudySpec, axial_series, ramp_pixels, write_series
+from peers import PostgresServer, StoreSCP, stored_ok, storescu, wait_until
+from storage.database import Database
+from storage.instances import ReceivedInstance, record_instance
+from storage.models import Base, Delivery, DeliveryState, Instance, Job, JobState, Series, Study
+from storage.queue import claim_job
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[Database]:
+    db = Database(postgres.url)
+    yield db
+    with db.session() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(delete(table))
+    db.dispose()
+
+
+def test_migrations_build_exactly_the_models_schema_on_postgres(database: Database) -> None:
+    with database.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+
+
+def _instance(study: str, series: str, sop: str) -> ReceivedInstance:
+    return ReceivedInstance(
+        study,
+        series,
+        sop,
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.1.2.1",
+        "MR",
+        f"k/{sop}",
+        10,
+        "PACS",
+        datetime.now(UTC),
+    )
+
+
+def test_concurrent_associations_index_one_new_study_without_conflict(database: Database) -> None:
+    errors: list[BaseException] = []
+
+    def send(thread: int) -> None:
+        try:
+            for i in range(25):
+                with database.connection() as conn:
+                    record_instance(conn, _instance("1.2.3", "1.2.3.4", f"1.2.3.4.{thread}.{i}"))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with database.session() as session:
+        assert session.scalar(select(func.count(Study.id))) == 1
+        assert session.scalar(select(func.count(Series.id))) == 1
+        assert session.scalar(select(func.count(Instance.id))) == 200
+
+
+def test_skip_locked_hands_each_job_to_exactly_one_worker(database: Database) -> None:
+    now = datetime.now(UTC)
+    with database.connection() as conn:
+        record_instance(conn, _instance("9.8.7", "9.8.7.6", "9.8.7.6.5"))
+    with database.session() as session:
+        study = session.scalar(select(Study))
+        assert study is not None
+        for n in range(40):
+            session.add(
+                Job(
+                    study_id=study.id,
+                    model_id="m",
+                    model_version="1",
+                    input_series=["9.8.7.6"],
+                    fingerprint=f"{n:064d}",
+                    send_to=[],
+                    state=JobState.PENDING,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        while True:
+            with database.session() as session:
+                job = claim_job(session, name, datetime.now(UTC), timedelta(minutes=5))
+                if job is None:
+                    return
+                with lock:
+                    claimed.append(job.id)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
+
+
+def test_node_on_postgres_synthesizes_and_delivers(
+    tmp_path: Path,
+    postgres: PostgresServer,
+    database: Database,
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+) -> None:
+    destination = StoreSCP(tmp_path / "pacs").start()
+    try:
+        node = node_factory(
+            {
+                "storage": {"database_url": postgres.url},
+                "destinations": [
+                    {
+                        "name": "pacs",
+                        "ae_title": destination.aet,
+                        "host": "127.0.0.1",
+                        "port": destination.port,
+                    }
+                ],
+                "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+            }
+        )
+        assert node.address is not None
+        paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=4)), tmp_path / "in")
+        assert stored_ok(storescu("127.0.0.1", node.address[1], "DICOMNODE", paths)) == 4
+
+        def delivered() -> Any:
+            with database.session() as session:
+                return session.scalar(select(Delivery).where(Delivery.state == DeliveryState.DONE))
+
+        wait_until(delivered, 60, what="the delivery on PostgreSQL")
+        assert len(list(destination.folder.glob("CT*"))) == 4
+    finally:
+        destination.stop()
