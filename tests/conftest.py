@@ -116,3 +116,11 @@ def postgres() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def sends_to(port: int, ae_title: str = "ORTHANC", model: str = "mr-t1-to-ct") -> dict[str, Any]:
+    """Config overrides: one destination "pacs" on loopback, and the route that feeds it."""
+    return {
+        "destinations": [{"name": "pacs", "ae_title": ae_title, "host": "127.0.0.1", "port": port}],
+        "routes": [{"model": model, "send_to": ["pacs"]}],
+    }

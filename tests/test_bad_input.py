@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import sends_to
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
@@ -106,15 +107,7 @@ def test_broken_studies_fail_their_jobs_clearly_and_a_good_study_still_arrives(
     node = node_factory(
         {
             "node": {"port": free_port()},
-            "destinations": [
-                {
-                    "name": "pacs",
-                    "ae_title": "ORTHANC",
-                    "host": "127.0.0.1",
-                    "port": pacs.dicom_port,
-                }
-            ],
-            "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+            **sends_to(pacs.dicom_port),
         }
     )
     assert node.address is not None

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from conftest import sends_to
 from sqlalchemy import func, select
 
 from dicom_node.node import Node
@@ -36,15 +37,7 @@ def _pacs_and_node(
     node = node_factory(
         {
             "node": {"port": node_port},
-            "destinations": [
-                {
-                    "name": "pacs",
-                    "ae_title": "ORTHANC",
-                    "host": "127.0.0.1",
-                    "port": pacs.dicom_port,
-                }
-            ],
-            "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+            **sends_to(pacs.dicom_port),
             **(overrides or {}),
         }
     )

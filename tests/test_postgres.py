@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from conftest import sends_to
 from sqlalchemy import delete, func, select, text
 
 from dicom_node.node import Node
@@ -133,15 +134,7 @@ def test_node_on_postgres_synthesizes_and_delivers(
         node = node_factory(
             {
                 "storage": {"database_url": postgres.url},
-                "destinations": [
-                    {
-                        "name": "pacs",
-                        "ae_title": destination.aet,
-                        "host": "127.0.0.1",
-                        "port": destination.port,
-                    }
-                ],
-                "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+                **sends_to(destination.port, ae_title=destination.aet),
             }
         )
         assert node.address is not None

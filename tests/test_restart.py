@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from conftest import sends_to, write_config
 
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import NodeProcess, Orthanc, echoscu, free_port, stored_ok, storescu, wait_until
@@ -23,15 +23,7 @@ def _node(tmp_path: Path, pacs: Orthanc, stable_seconds: float) -> NodeProcess:
         tmp_path,
         {
             "node": {"port": port, "stable_seconds": stable_seconds},
-            "destinations": [
-                {
-                    "name": "pacs",
-                    "ae_title": "ORTHANC",
-                    "host": "127.0.0.1",
-                    "port": pacs.dicom_port,
-                }
-            ],
-            "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+            **sends_to(pacs.dicom_port),
         },
     )
     return NodeProcess(config, port)
@@ -72,15 +64,7 @@ def test_killed_node_restarts_and_delivers_exactly_one_series(
             tmp_path,
             {
                 "node": {"port": node.port, "stable_seconds": 1.0},
-                "destinations": [
-                    {
-                        "name": "pacs",
-                        "ae_title": "ORTHANC",
-                        "host": "127.0.0.1",
-                        "port": pacs.dicom_port,
-                    }
-                ],
-                "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+                **sends_to(pacs.dicom_port),
             },
         )
         node.start()
