@@ -76,13 +76,21 @@ def study_series(session: Session, study: Study, spool: Spool) -> list[SeriesInf
                 reason="no instance of the series has a readable header",
             )
             continue
-        number = header.get("SeriesNumber")
         infos.append(
             SeriesInfo(
                 series_uid=series_uid,
                 header=header,
                 sop_instance_uids=tuple(uid for uid, _ in members),
-                series_number=int(number) if number not in (None, "") else None,
+                series_number=series_number(header),
             )
         )
     return infos
+
+
+def series_number(header: Dataset) -> int | None:
+    """Series Number, or None when it is absent or not a number (a broken value in one
+    series must not stop the study from being routed)."""
+    try:
+        return int(header.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        return None

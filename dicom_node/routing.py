@@ -198,13 +198,17 @@ def decide(
         if missing:
             decisions.append(Decision(route.model, None, f"missing input roles {missing}"))
             continue
-        send_to = tuple(
-            t if t != "sender" else sender_destination
-            for t in route.send_to
-            if t != "sender" or sender_destination is not None
-        )
+        targets = (sender_destination if t == "sender" else t for t in route.send_to)
+        send_to = tuple(dict.fromkeys(t for t in targets if t is not None))
+        if not send_to:
+            decisions.append(
+                Decision(
+                    route.model, None, "no destination: the sender is not a configured destination"
+                )
+            )
+            continue
         inputs = tuple(present.best(r) for r in card.input_roles)
-        plan = JobPlan(card=card, inputs=inputs, send_to=tuple(t for t in send_to if t))
+        plan = JobPlan(card=card, inputs=inputs, send_to=send_to)
         decisions.append(Decision(route.model, plan, "inputs present, output missing"))
     return decisions
 

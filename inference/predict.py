@@ -33,8 +33,9 @@ def _prepare(model: LoadedModel, inputs: Sequence[Volume]) -> tuple[FloatArray, 
     work = in_plane_shape(reference, card.pixel_spacing_mm) if card.pixel_spacing_mm else native
     channels = []
     for spec, volume in zip(card.inputs, inputs, strict=True):
-        aligned = onto_grid(volume, reference).array
-        channels.append(zoom_in_plane(normalize(aligned, spec.normalization), work))
+        normalized = Volume(normalize(volume.array, spec.normalization), volume.geometry)
+        aligned = onto_grid(normalized, reference).array
+        channels.append(zoom_in_plane(aligned, work))
     return np.stack(channels), native
 
 

@@ -14,6 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
+from dicom_node import scheduler as scheduler_module
 from dicom_node.assembly import stable_studies, study_series
 from dicom_node.config import Config
 from dicom_node.scheduler import Scheduler
@@ -307,18 +308,29 @@ def _with_malformed_series_number(ds: Dataset) -> bytes:
 
 
 def test_study_whose_routing_fails_is_marked_routed_with_the_error_and_blocks_no_other(
-    db: Database, spool: Spool, tmp_path: Path
+    db: Database,
+    spool: Spool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """No valid code path makes routing raise, so the fault is injected: ``decide``
+    raises for one study (as a bug would)."""
     scheduler, clock = _scheduler(db, spool, tmp_path)
     bad, good = StudySpec(), StudySpec()
     for ds in _t1(bad):
-        _receive(db, spool, ds, 0, data=_with_malformed_series_number(ds))
+        _receive(db, spool, ds, 0)
     for ds in _t1(good):
         _receive(db, spool, ds, 1)  # stable later, so routed after the failing one
+    real_decide = scheduler_module.decide
 
+    def decide(series: Any, *args: Any) -> Any:
+        if any(s.header.StudyInstanceUID == bad.study_uid for s in series):
+            raise ValueError("injected routing failure")
+        return real_decide(series, *args)
+
+    monkeypatch.setattr(scheduler_module, "decide", decide)
     clock.at(20)
-    with pytest.warns(UserWarning, match="Invalid value for VR IS: 'abcd'"):
-        assert scheduler.route_stable() == 2
+    assert scheduler.route_stable() == 2
 
     failed = _study(db, bad.study_uid)
     assert failed.state == StudyState.ROUTED
@@ -338,3 +350,17 @@ def test_study_whose_routing_fails_is_marked_routed_with_the_error_and_blocks_no
 
     clock.at(500)
     assert scheduler.route_stable() == 0  # the failure is not retried in a loop
+
+
+def test_a_malformed_series_number_does_not_stop_routing(
+    db: Database, spool: Spool, tmp_path: Path
+) -> None:
+    scheduler, clock = _scheduler(db, spool, tmp_path)
+    study = StudySpec()
+    for ds in _t1(study):
+        _receive(db, spool, ds, 0, data=_with_malformed_series_number(ds))
+    clock.at(20)
+    with pytest.warns(UserWarning, match="Invalid value for VR IS: 'abcd'"):
+        assert scheduler.route_stable() == 1
+    assert _study(db, study.study_uid).state == StudyState.ROUTED
+    assert len(_jobs(db)) == 1

@@ -338,6 +338,19 @@ def test_sender_is_dropped_when_the_calling_ae_is_no_configured_destination() ->
     assert "sender" not in d.plan.send_to
 
 
+def test_a_route_that_would_send_nowhere_runs_no_job() -> None:
+    route = Route(model=CT_CARD.id, send_to=["sender"])
+    d = _only(decide([_series()], DEFAULT_ROLES, [route], CARDS, None))
+    assert d.plan is None
+    assert d.reason == "no destination: the sender is not a configured destination"
+
+
+def test_a_destination_named_twice_is_sent_to_once() -> None:
+    route = Route(model=CT_CARD.id, send_to=["pacs", "sender"])
+    d = _only(decide([_series()], DEFAULT_ROLES, [route], CARDS, "pacs"))
+    assert d.plan is not None and d.plan.send_to == ("pacs",)
+
+
 # --- is_synthetic ------------------------------------------------------------------------
 
 
