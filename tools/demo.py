@@ -64,8 +64,9 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> Any:
         time.sleep(0.25)
 
 
-def write_series(volume: Volume, study: dict[str, str], description: str, number: int,
-                 folder: Path) -> list[Path]:
+def write_series(
+    volume: Volume, study: dict[str, str], description: str, number: int, folder: Path
+) -> list[Path]:
     """A simulated acquisition as classic MR Image Storage, one file per slice."""
     folder.mkdir(parents=True)
     geometry = volume.geometry
@@ -114,17 +115,31 @@ class Orthanc:
         self.folder, self.http, self.dicom = folder, free_port(), free_port()
         folder.mkdir(parents=True)
         (folder / "route.lua").write_text(ROUTE_LUA)
-        (folder / "orthanc.json").write_text(json.dumps({
-            "Name": "demo-pacs", "StorageDirectory": str(folder / "db"),
-            "IndexDirectory": str(folder / "db"), "DicomAet": "ORTHANC",
-            "DicomPort": self.dicom, "HttpPort": self.http, "StableAge": 2,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [],
-            "DicomModalities": {"node": ["DICOMNODE", "127.0.0.1", node_port]},
-            "LuaScripts": [str(folder / "route.lua")],
-        }))
+        (folder / "orthanc.json").write_text(
+            json.dumps(
+                {
+                    "Name": "demo-pacs",
+                    "StorageDirectory": str(folder / "db"),
+                    "IndexDirectory": str(folder / "db"),
+                    "DicomAet": "ORTHANC",
+                    "DicomPort": self.dicom,
+                    "HttpPort": self.http,
+                    "StableAge": 2,
+                    "RemoteAccessAllowed": False,
+                    "AuthenticationEnabled": False,
+                    "Plugins": [],
+                    "DicomModalities": {"node": ["DICOMNODE", "127.0.0.1", node_port]},
+                    "LuaScripts": [str(folder / "route.lua")],
+                }
+            )
+        )
         log = (folder / "orthanc.log").open("wb")
-        self.process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log,
-                                        stderr=subprocess.STDOUT, env=DCMTK_ENV)
+        self.process = subprocess.Popen(
+            ["Orthanc", str(folder / "orthanc.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=DCMTK_ENV,
+        )
         wait_for("Orthanc", self._up, 30)
 
     def _up(self) -> bool:
@@ -143,10 +158,13 @@ class Orthanc:
             return bytes(r.read())
 
     def synthetic_series(self, study_uid: str) -> dict[str, dict[str, Any]]:
-        found = [s for s in self.get("/series?expand")
-                 if s["MainDicomTags"].get("SeriesDescription", "").startswith("SYNTHETIC")
-                 and self.get(f"/studies/{s['ParentStudy']}")["MainDicomTags"][
-                     "StudyInstanceUID"] == study_uid]
+        found = [
+            s
+            for s in self.get("/series?expand")
+            if s["MainDicomTags"].get("SeriesDescription", "").startswith("SYNTHETIC")
+            and self.get(f"/studies/{s['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"]
+            == study_uid
+        ]
         return {s["MainDicomTags"]["Modality"]: s for s in found}
 
     def stop(self) -> None:
@@ -156,30 +174,54 @@ class Orthanc:
 
 def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[bytes]:
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "node": {"ae_title": "DICOMNODE", "host": "127.0.0.1", "port": port,
-                 "stable_seconds": 3},
-        "storage": {"database_url": "sqlite:///node.db", "spool_dir": "spool"},
-        "inference": {"models_dir": str(ROOT / "models")},
-        "destinations": [{"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1",
-                          "port": pacs_port}],
-        "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]},
-                   {"model": "mr-t1t2-to-flair", "send_to": ["pacs"]}],
-        "scheduler": {"poll_seconds": 0.2},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "node": {
+                    "ae_title": "DICOMNODE",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "stable_seconds": 3,
+                },
+                "storage": {"database_url": "sqlite:///node.db", "spool_dir": "spool"},
+                "inference": {"models_dir": str(ROOT / "models")},
+                "destinations": [
+                    {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs_port}
+                ],
+                "routes": [
+                    {"model": "mr-t1-to-ct", "send_to": ["pacs"]},
+                    {"model": "mr-t1t2-to-flair", "send_to": ["pacs"]},
+                ],
+                "scheduler": {"poll_seconds": 0.2},
+            }
+        )
+    )
     log = (folder / "node.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "dicom_node", "--config", str(config),
-                                "serve"], stdout=log, stderr=subprocess.STDOUT)
-    wait_for("the node", lambda: subprocess.run(
-        ["echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True,
-        env=DCMTK_ENV).returncode == 0, 120)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicom_node", "--config", str(config), "serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(
+        "the node",
+        lambda: (
+            subprocess.run(
+                ["echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)],
+                capture_output=True,
+                env=DCMTK_ENV,
+            ).returncode
+            == 0
+        ),
+        120,
+    )
     return process
 
 
 def _window(image: np.ndarray, lo: float, hi: float) -> Image.Image:
     scaled = np.clip((image.astype(np.float32) - lo) / (hi - lo) * 255, 0, 255)
     return Image.fromarray(scaled.astype(np.uint8)).resize(
-        (image.shape[1] * 2, image.shape[0] * 2), Image.Resampling.BILINEAR)
+        (image.shape[1] * 2, image.shape[0] * 2), Image.Resampling.BILINEAR
+    )
 
 
 def figure(rows: list[tuple[str, list[tuple[str, np.ndarray, float, float]]]], path: Path) -> None:
@@ -210,16 +252,20 @@ def _stages(db: Path) -> list[tuple[str, datetime]]:
             ("jobs done", q("SELECT max(updated_at) FROM job WHERE state = 'done'")),
             ("outputs delivered to Orthanc", q("SELECT max(delivered_at) FROM delivery")),
         ]
-        return [(label, datetime.fromisoformat(cur.fetchone()[0]).replace(tzinfo=UTC))
-                for label, cur in stamps]
+        return [
+            (label, datetime.fromisoformat(cur.fetchone()[0]).replace(tzinfo=UTC))
+            for label, cur in stamps
+        ]
 
 
 def _slice(path_list: list[Path], k: int) -> np.ndarray:
-    ordered = sorted((pydicom.dcmread(p) for p in path_list),
-                     key=lambda d: float(d.ImagePositionPatient[2]))
+    ordered = sorted(
+        (pydicom.dcmread(p) for p in path_list), key=lambda d: float(d.ImagePositionPatient[2])
+    )
     ds = ordered[k]
     return ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
-        getattr(ds, "RescaleIntercept", 0))
+        getattr(ds, "RescaleIntercept", 0)
+    )
 
 
 def main() -> None:
@@ -233,22 +279,35 @@ def main() -> None:
     started = time.monotonic()
     subject = simulate_subject(args.seed)
     print(f"simulated patient {args.seed} in {time.monotonic() - started:.1f} s")
-    study = {"study": generate_uid(), "frame": generate_uid(),
-             "date": datetime.now(UTC).strftime("%Y%m%d")}
+    study = {
+        "study": generate_uid(),
+        "frame": generate_uid(),
+        "date": datetime.now(UTC).strftime("%Y%m%d"),
+    }
     t1 = write_series(subject.images["T1"], study, "T1 MPRAGE (simulated)", 3, args.out / "t1")
     t2 = write_series(subject.images["T2"], study, "T2 TSE (simulated)", 4, args.out / "t2")
     pacs = Orthanc(args.out / "orthanc", node_port)
     node = start_node(args.out / "node", node_port, pacs.dicom)
     try:
         sent_at = datetime.now(UTC)
-        result = subprocess.run(["storescu", "-aec", "ORTHANC", "127.0.0.1", str(pacs.dicom),
-                                 *map(str, t1 + t2)], capture_output=True, env=DCMTK_ENV)
+        result = subprocess.run(
+            ["storescu", "-aec", "ORTHANC", "127.0.0.1", str(pacs.dicom), *map(str, t1 + t2)],
+            capture_output=True,
+            env=DCMTK_ENV,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"storescu to Orthanc failed: {result.stderr.decode()}")
         stored_at = datetime.now(UTC)
-        arrived = wait_for("the synthetic CT and FLAIR in Orthanc", lambda: (
-            s if len(s := pacs.synthetic_series(study["study"])) == 2 and all(
-                len(x["Instances"]) == len(t1) for x in s.values()) else None), 600)
+        arrived = wait_for(
+            "the synthetic CT and FLAIR in Orthanc",
+            lambda: (
+                s
+                if len(s := pacs.synthetic_series(study["study"])) == 2
+                and all(len(x["Instances"]) == len(t1) for x in s.values())
+                else None
+            ),
+            600,
+        )
         arrived_at = datetime.now(UTC)
         outputs = {}
         for modality, series in arrived.items():
@@ -265,22 +324,46 @@ def main() -> None:
         lo, hi = np.percentile(subject.images["T1"].array, [1, 99.5])
         f_hi = float(np.percentile(flair_truth, 99.5))
         png = args.out / "demo.png"
-        figure([
-            ("CT", [("T1 (source)", _slice(t1, k), lo, hi), ("synthetic CT", ct, -200, 1200),
-                    ("true CT", ct_truth, -200, 1200),
-                    ("difference ±300 HU", ct - ct_truth, -300, 300)]),
-            ("FLAIR", [("T2 (source)", _slice(t2, k), 0,
-                        float(np.percentile(subject.images["T2"].array, 99.5))),
-                       ("synthetic FLAIR", flair, 0, f_hi), ("true FLAIR", flair_truth, 0, f_hi),
-                       ("difference", flair - flair_truth, -f_hi / 3, f_hi / 3)]),
-        ], png)
-        stages = [("sent to Orthanc", sent_at), ("Orthanc stored it", stored_at),
-                  *_stages(args.out / "node" / "node.db"),
-                  ("both series visible in Orthanc", arrived_at)]
+        figure(
+            [
+                (
+                    "CT",
+                    [
+                        ("T1 (source)", _slice(t1, k), lo, hi),
+                        ("synthetic CT", ct, -200, 1200),
+                        ("true CT", ct_truth, -200, 1200),
+                        ("difference ±300 HU", ct - ct_truth, -300, 300),
+                    ],
+                ),
+                (
+                    "FLAIR",
+                    [
+                        (
+                            "T2 (source)",
+                            _slice(t2, k),
+                            0,
+                            float(np.percentile(subject.images["T2"].array, 99.5)),
+                        ),
+                        ("synthetic FLAIR", flair, 0, f_hi),
+                        ("true FLAIR", flair_truth, 0, f_hi),
+                        ("difference", flair - flair_truth, -f_hi / 3, f_hi / 3),
+                    ],
+                ),
+            ],
+            png,
+        )
+        stages = [
+            ("sent to Orthanc", sent_at),
+            ("Orthanc stored it", stored_at),
+            *_stages(args.out / "node" / "node.db"),
+            ("both series visible in Orthanc", arrived_at),
+        ]
         print(f"\nfigure: {png}")
         print(f"synthetic series: {args.out / 'synthetic-ct'}, {args.out / 'synthetic-mr'}")
-        print(f"Orthanc explorer: http://127.0.0.1:{pacs.http}/app/explorer.html "
-              "(only while the demo runs)\n\nstage                                   t (s)")
+        print(
+            f"Orthanc explorer: http://127.0.0.1:{pacs.http}/app/explorer.html "
+            "(only while the demo runs)\n\nstage                                   t (s)"
+        )
         for label, at in sorted(stages, key=lambda s: s[1]):
             print(f"  {label:<38}{(at - sent_at).total_seconds():6.1f}")
     finally:
