@@ -1,7 +1,8 @@
 # dicom-node on a CUDA runtime: onnxruntime-gpu uses the GPU when the container gets one
 # (docker run --gpus all …) and falls back to the CPU otherwise; the providers actually
-# in use are logged at start (event model.loaded, providers_in_use).
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# in use are logged at start (event model.loaded, providers_in_use). onnxruntime-gpu 1.31
+# needs CUDA 13 and cuDNN 9, which this base image provides.
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
