@@ -21,7 +21,7 @@ from sqlalchemy import update
 from dicom_node.logs import emit, get_logger
 from dicom_node.scp import InvalidInstance, describe_instance
 from storage.database import Database
-from storage.instances import indexed_keys, record_instance
+from storage.instances import indexed_keys, record_instance, superseding_row
 from storage.models import Study, StudyState
 from storage.spool import Spool
 
@@ -58,6 +58,12 @@ def reconcile_spool(db: Database, spool: Spool, clock: Callable[[], datetime]) -
             emit(log, "spool.misplaced", 40, spool_key=key, expected=rec.spool_key)
             continue
         with db.session() as session:
+            newer = superseding_row(session, rec)
+            if newer is not None and newer[1].timestamp() >= path.stat().st_mtime:
+                # the same instance was received again, in another series, after this
+                # file was written: the last copy wins
+                emit(log, "spool.superseded", spool_key=key, by=newer[0])
+                continue
             record_instance(session, rec)
         recovered += 1
     emit(log, "spool.reconciled", recovered=recovered, partial_files_removed=partials)
