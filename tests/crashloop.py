@@ -80,6 +80,12 @@ PHASE_LABELS = {
 }
 
 
+def _claimed_by(row: sqlite3.Row, pid: int) -> bool:
+    """Whether process ``pid`` claimed the row (worker ``host:pid[.incarnation]:…``)."""
+    parts = str(row["worker"] or "").split(":")
+    return len(parts) > 1 and parts[1].partition(".")[0] == str(pid)
+
+
 def _utc(text: str | None) -> float | None:
     """Epoch seconds of a naive UTC timestamp as the node's database stores it."""
     if not text:
@@ -537,7 +543,7 @@ class CrashLoop:
         state = self._delivery_state(case)
         if state == "sending":
             return "dispatch"
-        running = [j for j in jobs if j["state"] == "running" and f":{pid}:" in (j["worker"] or "")]
+        running = [j for j in jobs if j["state"] == "running" and _claimed_by(j, pid)]
         if running:
             return "writing" if self._fresh_outputs(case, running[0]) else "inference"
         if any(j["state"] in ("pending", "running") for j in jobs):
@@ -581,9 +587,8 @@ class CrashLoop:
 
     def _running_job(self, case: StudyCase) -> sqlite3.Row | None:
         assert self.node is not None and self.node.process is not None
-        mine = f":{self.node.process.pid}:"
         for job in self._jobs(case):
-            if job["state"] == "running" and mine in (job["worker"] or ""):
+            if job["state"] == "running" and _claimed_by(job, self.node.process.pid):
                 return job
         return None
 
