@@ -49,7 +49,12 @@ from peers import NodeProcess, Orthanc, echoscu, free_port, storescu, wait_until
 from storage.instances import ReceivedInstance
 from storage.spool import Spool
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # pydicom warns about each invalid UID the corpus is made of; that is expected here
+    pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning"),
+    pytest.mark.filterwarnings("ignore:The value length:UserWarning"),
+]
 hypothesis_outside_the_tree()
 
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
@@ -537,7 +542,10 @@ def _peak_rss(pid: int) -> int:
 
 
 def test_hostile_corpus_over_the_wire(
-    tmp_path: Path, orthanc_factory: Callable[..., Orthanc], models_dir: Path
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    models_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     pacs = orthanc_factory()
     port = free_port()
@@ -600,9 +608,13 @@ def test_hostile_corpus_over_the_wire(
             return jobs if set(jobs) == expected_jobs and settled else None
 
         jobs = wait_until(jobs_settled, 240, interval=0.5, what="every job of the corpus to end")
-        for case in cases:
-            outcome = jobs.get(case.study_uid, ("no job", "", []))
-            print(f"{case.name}: statuses {[hex(s or 0) for s in case.sent]}, job {outcome[:2]}")
+        with capsys.disabled():
+            print("\nhostile corpus: C-STORE statuses and job outcome per study")
+            for case in cases:
+                state, error, _ = jobs.get(case.study_uid, ("no job", "", []))
+                statuses = ",".join(sorted({f"{s:04X}" for s in case.sent if s is not None}))
+                problem = error.split(": ", 1)[-1]  # after "series …[, instance … (file)]"
+                print(f"  {case.name}: {statuses} → {state} {problem[:90]}")
         for case in cases:
             if case.job is None:
                 continue
@@ -629,6 +641,8 @@ def test_hostile_corpus_over_the_wire(
             db, "SELECT state FROM study WHERE study_uid = ?", non_image[0].study_uid
         ) == [("routed",)]
         peak = _peak_rss(node.process.pid)
+        with capsys.disabled():
+            print(f"  node peak resident memory: {peak / 2**20:.0f} MiB")
         assert peak < MAX_NODE_MEMORY, f"node peaked at {peak / 2**20:.0f} MiB"
         echoes.halt.set()
         echoes.join(10)
