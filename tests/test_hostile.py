@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 
@@ -195,7 +195,7 @@ def _with_uid(keyword: str, value: str) -> Callable[[Dataset], None]:
     def mutate(ds: Dataset) -> None:
         ds[keyword].value = value
         if keyword == "SOPInstanceUID":
-            ds.file_meta.MediaStorageSOPInstanceUID = value
+            ds.file_meta.MediaStorageSOPInstanceUID = UID(value)
 
     return mutate
 
@@ -218,7 +218,7 @@ def _non_image(study: StudySpec, sop_class: str, modality: str, folder: Path) ->
         roi.ReferencedFrameOfReferenceUID = study.frame_of_reference_uid
         ds.StructureSetROISequence = [roi]
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     folder.mkdir(parents=True, exist_ok=True)
@@ -627,11 +627,11 @@ def test_hostile_corpus_over_the_wire(
         for case in [c for c in cases if c.job == "done"]:
             slices = case.outputs or sum(1 for s in case.statuses if s == SUCCESS)
             slices -= sum(1 for p in case.paths if "beside" in p.parts)
-            wait_until(
-                lambda c=case, n=slices: _synthetic_counts(pacs, c.study_uid) == [n],
-                120,
-                what=f"{case.name}: one synthetic series of {slices} instances",
-            )
+
+            def one_series(study_uid: str = case.study_uid, n: int = slices) -> bool:
+                return _synthetic_counts(pacs, study_uid) == [n]
+
+            wait_until(one_series, 120, what=f"{case.name}: one synthetic series of {slices}")
 
         spool = tmp_path / "var" / "spool"
         _assert_last_copy_wins(db, spool, duplicate, changed, moved)

@@ -26,7 +26,7 @@ SLICES = 200
 
 def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(db, timeout=60) as conn:
-        return conn.execute(sql).fetchall()
+        return list(conn.execute(sql).fetchall())
 
 
 def _synthetic_counts(pacs: Orthanc, study_uid: str) -> list[int]:
@@ -84,14 +84,15 @@ def test_eight_simultaneous_senders_of_200_instances_are_all_stored_routed_and_d
         acknowledged = [stored_ok(r) for r in results]
         assert acknowledged == [SLICES] * SENDERS, [r.stderr[-500:] for r in results]
         assert _query(db, "SELECT count(*) FROM instance") == [(SENDERS * SLICES,)]
-        per_study = dict(
-            _query(
+        per_study = {
+            str(uid): count
+            for uid, count in _query(
                 db,
                 "SELECT study.study_uid, count(*) FROM instance "
                 "JOIN series ON series.id = instance.series_id "
                 "JOIN study ON study.id = series.study_id GROUP BY 1",
             )
-        )
+        }
         assert per_study == {s.study_uid: SLICES for s in studies}
 
         wait_until(
