@@ -27,8 +27,14 @@ def worker_name(stage: str) -> str:
     """``host:pid.incarnation:thread:stage``, so a restarted node can tell its dead
     predecessors' rows, even one that had the same PID (see :func:`incarnation`)."""
     pid = os.getpid()
+    return f"{_host_id()}:{pid}.{incarnation(pid) or ''}:{threading.get_ident()}:{stage}"[:64]
+
+
+def _host_id() -> str:
+    """The host name, or a digest of it when it is long: the name is cut at 64 characters,
+    and a cut through the PID made a living worker's rows look dead."""
     host = socket.gethostname()
-    return f"{host}:{pid}.{incarnation(pid) or ''}:{threading.get_ident()}:{stage}"[:64]
+    return host if len(host) <= 32 else "h-" + hashlib.sha256(host.encode()).hexdigest()[:16]
 
 
 def incarnation(pid: int) -> str | None:
@@ -55,7 +61,7 @@ def _is_dead_local(worker: str | None) -> bool:
     if not worker:
         return True
     parts = worker.split(":")
-    if len(parts) < 2 or parts[0] != socket.gethostname():
+    if len(parts) < 2 or parts[0] != _host_id():
         return False
     pid_text, _, token = parts[1].partition(".")
     try:

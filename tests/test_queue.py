@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -162,3 +163,16 @@ def test_rows_named_before_incarnations_keep_working(db: Database) -> None:
     assert _state(db, dead) == JobState.PENDING
     assert _state(db, alive) == JobState.RUNNING
     assert _state(db, elsewhere) == JobState.RUNNING, "another host's worker waits for its lease"
+
+
+def test_a_long_host_name_does_not_cut_the_pid_out_of_the_worker_name(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes pod names reach 63 characters; the worker column holds 64."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "dicom-node-" + "x" * 52)
+    mine = worker_name("synthesize")
+    assert len(mine) <= 64
+    assert mine.split(":")[1] == f"{os.getpid()}.{incarnation(os.getpid())}"
+    job = _running_job(db, mine)
+    _release(db)
+    assert _state(db, job) == JobState.RUNNING
