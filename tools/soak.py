@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(TESTS), str(TESTS.parent)]
     from crashloop import CrashLoop  # after tests/ is on sys.path
 
+    # stop cleanly (node, Orthanc and the work folder go) on SIGTERM, and on SIGINT even
+    # when started in the background, where the shell makes the process ignore it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"soak: {args.kills} kills, seed {seed}", flush=True)
     started = time.monotonic()
