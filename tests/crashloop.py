@@ -56,6 +56,9 @@ MODEL_VERSION = "1.0.0"
 TARGETS = ("receiving", "stable", "inference", "writing", "dispatch")
 """Moments the loop aims at, in the order a study passes them."""
 
+MAX_SENDS = 25
+"""Associations per study before the loop gives up on it (and reports it incomplete)."""
+
 PHASES = (
     "receiving",
     "stable",
@@ -373,11 +376,11 @@ class CrashLoop:
     def _drive(self, case: StudyCase, plan: list[str]) -> None:
         """Takes one study from its first C-STORE to its delivery, killing as planned."""
         self.log(f"study {case.index}: {case.slices} slices, plan {plan}")
-        randoms = [self.rng.uniform(0.0, self._typical_s) for t in plan if t == "random"]
+        randoms = [self.rng.uniform(0.0, self._typical_s) for _ in range(plan.count("random"))]
         deadline = time.monotonic() + randoms.pop(0) if randoms else None
         targets = [t for t in plan if t != "random"]
         begun, restarts = time.monotonic(), len(self.tally.restart_s)
-        while case.pending:
+        while case.pending and case.sends < MAX_SENDS:
             self._send(case)
             if targets and targets[0] == "receiving":
                 targets.pop(0)
