@@ -20,7 +20,7 @@ from dicom_node.config import Config
 from dicom_node.dispatch import Dispatcher
 from dicom_node.keys import Signer, create_self_signed
 from dicom_node.logs import emit, get_logger
-from dicom_node.reconcile import reconcile_spool
+from dicom_node.reconcile import reconcile_spool, restart_stability_clocks
 from dicom_node.scheduler import Scheduler
 from dicom_node.scp import StorageSCP, utcnow
 from dicom_node.worker import Synthesizer
@@ -122,6 +122,7 @@ class Node:
 
     def start(self) -> tuple[str, int]:
         reconcile_spool(self.db, self.spool, self.clock)
+        restart_stability_clocks(self.db, self.clock)
         poll = self.config.scheduler.poll_seconds
         scheduler = Scheduler(self.config, self.db, self.spool, self.registry.cards, self.clock)
         self._threads.append(_StageLoop("schedule", scheduler.run_once, poll, self._stop))

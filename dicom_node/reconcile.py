@@ -4,6 +4,9 @@ An instance is fsynced into the spool before it is indexed, and the database may
 with relaxed fsync (SQLite WAL, synchronous=NORMAL); after a crash or power loss, a
 spool file may therefore lack its row. Every such file is indexed again here, before
 the node accepts associations, so nothing acknowledged is ever forgotten.
+
+Studies that were still receiving when the node stopped have their stability clock
+restarted: the node being down is no evidence that a study is complete.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from datetime import datetime
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from sqlalchemy import update
 
 from dicom_node.logs import emit, get_logger
 from dicom_node.scp import InvalidInstance, describe_instance
 from storage.database import Database
-from storage.instances import indexed_keys, record_instance
+from storage.instances import indexed_keys, record_instance, superseding_row
+from storage.models import Study, StudyState
 from storage.spool import Spool
 
 log = get_logger("reconcile")
@@ -53,7 +58,38 @@ def reconcile_spool(db: Database, spool: Spool, clock: Callable[[], datetime]) -
             emit(log, "spool.misplaced", 40, spool_key=key, expected=rec.spool_key)
             continue
         with db.session() as session:
+            newer = superseding_row(session, rec)
+            if newer is not None and newer[1].timestamp() >= path.stat().st_mtime:
+                # the same instance was received again, in another series, after this
+                # file was written: the last copy wins
+                emit(log, "spool.superseded", spool_key=key, by=newer[0])
+                continue
             record_instance(session, rec)
         recovered += 1
     emit(log, "spool.reconciled", recovered=recovered, partial_files_removed=partials)
     return recovered
+
+
+def restart_stability_clocks(db: Database, clock: Callable[[], datetime]) -> int:
+    """Gives every study still receiving a full ``node.stable_seconds`` from now; returns
+    how many there were.
+
+    While the node was down nothing could arrive, so the quiet time before a restart says
+    nothing about whether a study is complete: a sender whose association the stop cut
+    resends the rest only once the node listens again. Counted from the last instance
+    before the stop, such a study would be routed the moment the node is back, on part
+    of its instances; the rest would then re-run the job, and the second output, under
+    the same UIDs, would reach a destination that keeps the first copy of an instance
+    (Orthanc's default) as a series mixing two runs.
+    """
+    now = clock()
+    with db.session() as session:
+        result = session.execute(
+            update(Study)
+            .where(Study.state == StudyState.RECEIVING, Study.last_received_at < now)
+            .values(last_received_at=now)
+        )
+        count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        emit(log, "study.stability_restarted", studies=count)
+    return count

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from inference.geometry import Geometry, Volume
 
@@ -52,11 +54,45 @@ class SeriesVolume:
 
 def _read(path: Path, series_uid: str) -> Dataset:
     try:
-        return pydicom.dcmread(path, force=False)
+        ds = pydicom.dcmread(path, force=False)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
         raise VolumeError(
             f"series {series_uid}: {path.name} is not readable DICOM ({exc})"
         ) from exc
+    _check_parsed_whole(ds, path, series_uid)
+    return ds
+
+
+def _check_parsed_whole(ds: Dataset, path: Path, series_uid: str) -> None:
+    """Refuses a file whose last element ends anywhere but at the end of the file.
+
+    pydicom raises on neither: an element whose declared length runs past the end of the
+    file is read as whatever bytes are left, and parsing stops quietly at the first
+    element it cannot make sense of — after a length that ran into the next element, the
+    rest of the data set, pixels included, is simply missing. Bytes left over are only
+    refused when they swallowed the pixels, so that harmless trailing padding still reads.
+    """
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return  # positions are in the inflated stream, not in the file
+    raws = [e for e in ds.elements() if isinstance(e, RawDataElement)]
+    if not raws:
+        return
+    last = max(raws, key=lambda e: e.value_tell)
+    if last.length == 0xFFFFFFFF:  # undefined length: its delimiters were found
+        return
+    size = path.stat().st_size
+    end = last.value_tell + last.length
+    if end > size:
+        raise VolumeError(
+            f"{_where(series_uid, ds, path)}: the file ends inside {last.tag} ({last.length} "
+            f"bytes declared, {size - last.value_tell} present): truncated, or an element "
+            "length is wrong"
+        )
+    if end < size and "PixelData" not in ds:
+        raise VolumeError(
+            f"{_where(series_uid, ds, path)}: the data set cannot be parsed past {last.tag} "
+            f"(byte {end} of {size}): an element length is wrong or the file is corrupt"
+        )
 
 
 def _where(series_uid: str, ds: Dataset, path: Path) -> str:
@@ -189,11 +225,19 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
     else:
         slice_dir = normal
 
-    stack = np.empty((len(keyed), rows, cols), dtype=np.float32)
+    # Every slice's pixel data is checked against its header before the volume is
+    # allocated: a header may declare an image far larger than the bytes it carries.
+    for _, _, ds, path in keyed:
+        _check_pixel_length(ds, rows, cols, _where(series_uid, ds, path))
+    try:
+        stack = np.empty((len(keyed), rows, cols), dtype=np.float32)
+    except MemoryError as exc:
+        raise VolumeError(
+            f"series {series_uid}: {len(keyed)}×{rows}×{cols} voxels do not fit in memory"
+        ) from exc
     digest = hashlib.sha256()
     for k, (_, _, ds, path) in enumerate(keyed):
         where = _where(series_uid, ds, path)
-        _check_pixel_length(ds, rows, cols, where)
         stored, physical = _pixels(ds, where)
         digest.update(np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes())
         stack[k] = physical

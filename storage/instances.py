@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,7 +43,11 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
     """Indexes a spooled instance; a re-sent instance replaces its earlier row.
 
     Three upserts (study, series, instance), each safe against a concurrent
-    association indexing the same study or series at the same moment.
+    association indexing the same study or series at the same moment. The last copy of
+    a SOP Instance UID wins within its study: resent in another series (a series
+    corrected at the PACS), the instance leaves the series it was in, so that no input
+    of a job holds a slice that moved away. (Its earlier spool file is left in place;
+    start-up reconciliation knows it is superseded.)
     """
     reopen = {
         "state": StudyState.RECEIVING,
@@ -85,8 +89,32 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
             index_elements=[Instance.series_id, Instance.sop_instance_uid], set_=values
         )
     )
+    conn.execute(
+        delete(Instance).where(
+            Instance.sop_instance_uid == rec.sop_instance_uid,
+            Instance.series_id.in_(
+                select(Series.id).where(Series.study_id == study_id, Series.id != series_id)
+            ),
+        )
+    )
 
 
 def indexed_keys(session: Session) -> set[str]:
     """Spool keys of every indexed instance, for start-up reconciliation."""
     return set(session.scalars(select(Instance.spool_key)))
+
+
+def superseding_row(session: Session, rec: ReceivedInstance) -> tuple[str, datetime] | None:
+    """The spool key and time of receipt of the row that holds ``rec``'s SOP Instance UID
+    in its study under another spool key, if there is one."""
+    row = session.execute(
+        select(Instance.spool_key, Instance.received_at)
+        .join(Series, Series.id == Instance.series_id)
+        .join(Study, Study.id == Series.study_id)
+        .where(
+            Study.study_uid == rec.study_uid,
+            Instance.sop_instance_uid == rec.sop_instance_uid,
+            Instance.spool_key != rec.spool_key,
+        )
+    ).first()
+    return (str(row[0]), row[1]) if row is not None else None

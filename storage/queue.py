@@ -4,15 +4,18 @@ On PostgreSQL a claim is ``SELECT … FOR UPDATE SKIP LOCKED``, so workers on se
 hosts never take the same row; on SQLite every transaction holds the write lock from
 its start (see storage.database), which serialises claims the same way. A worker that
 dies leaves its lease behind: the row is handed out again when the lease runs out, or at
-once when the worker was a process on this host that no longer exists.
+once when the worker was a process on this host that no longer exists (a process that
+now holds the same PID is told apart by its start time).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -21,20 +24,53 @@ from storage.models import Delivery, DeliveryState, Job, JobState
 
 
 def worker_name(stage: str) -> str:
-    """``host:pid:thread:stage``, so a restarted node can tell its dead predecessors' rows."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{stage}"[:64]
+    """``host:pid.incarnation:thread:stage``, so a restarted node can tell its dead
+    predecessors' rows, even one that had the same PID (see :func:`incarnation`)."""
+    pid = os.getpid()
+    return f"{_host_id()}:{pid}.{incarnation(pid) or ''}:{threading.get_ident()}:{stage}"[:64]
+
+
+def _host_id() -> str:
+    """The host name, or a digest of it when it is long: the name is cut at 64 characters,
+    and a cut through the PID made a living worker's rows look dead."""
+    host = socket.gethostname()
+    return host if len(host) <= 32 else "h-" + hashlib.sha256(host.encode()).hexdigest()[:16]
+
+
+def incarnation(pid: int) -> str | None:
+    """Tells apart two processes that had the same PID on this host: a digest of the boot
+    and of the process' start time (``/proc/PID/stat``, field 22); None where there is no
+    such process, or no ``/proc``.
+
+    A PID alone does not name a process for long. A node that is PID 1 of its container
+    gets PID 1 again when the container restarts, and on a busy host a dead node's PID
+    is soon another program's: either way the dead node's rows looked alive, and its jobs
+    and deliveries waited out their whole lease (15 and 30 minutes) after a crash.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    # the command name, field 2, is in parentheses and may hold spaces and parentheses
+    started = stat.rsplit(")", 1)[-1].split()[19]
+    return hashlib.sha256(f"{boot}/{started}".encode()).hexdigest()[:8]
 
 
 def _is_dead_local(worker: str | None) -> bool:
     if not worker:
         return True
     parts = worker.split(":")
-    if len(parts) < 2 or parts[0] != socket.gethostname():
+    if len(parts) < 2 or parts[0] != _host_id():
         return False
+    pid_text, _, token = parts[1].partition(".")
     try:
-        pid = int(parts[1])
+        pid = int(pid_text)
     except ValueError:
         return True
+    if token and incarnation(os.getpid()) is not None:
+        # the process that claimed the row is gone, whoever holds its PID now
+        return incarnation(pid) != token
     if pid == os.getpid():
         return False
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import struct
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -363,6 +364,70 @@ def test_absurd_rows_columns_are_refused_before_any_decode_or_allocation(
     assert decoded == []
     assert peak < 16 * 1024 * 1024
     assert MAX_PIXELS_PER_SLICE < 65535 * 65535
+
+
+def test_declared_size_far_beyond_the_pixels_fails_on_the_pixels_before_allocating(
+    tmp_path: Path,
+) -> None:
+    """128 slices declaring 8192×8192 (32 GiB as float32) but carrying 32 bytes each:
+    refused as truncated before the volume is allocated, not a MemoryError."""
+    series = axial_series(StudySpec(), ramp_pixels(slices=128, rows=4, cols=4))
+    for ds in series:
+        ds.Rows, ds.Columns, ds.PixelData = 8192, 8192, bytes(32)
+    uid = series[0].SeriesInstanceUID
+    tracemalloc.start()
+    try:
+        with pytest.raises(VolumeError) as err:
+            load_series(_save(series, tmp_path), uid)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"series {uid}" in str(err.value)
+    assert "PixelData holds 32 bytes, Rows×Columns needs 134217728 (truncated)" in str(err.value)
+    assert peak < 64 * 1024 * 1024
+
+
+def _declared_length(path: Path, tag: tuple[int, int], length: int, wide: bool) -> None:
+    """Overwrites the declared length of an explicit VR little endian element of the data
+    set (after the file meta, whose length its first element gives)."""
+    data = bytearray(path.read_bytes())
+    (meta_length,) = struct.unpack_from("<I", data, 140)
+    at = data.index(struct.pack("<HH", *tag), 144 + meta_length)
+    if wide:
+        struct.pack_into("<I", data, at + 8, length)
+    else:
+        struct.pack_into("<H", data, at + 6, length)
+    path.write_bytes(bytes(data))
+
+
+def test_pixel_data_declared_past_the_end_of_the_file_is_truncated(tmp_path: Path) -> None:
+    series = axial_series(StudySpec(), ramp_pixels(slices=3, rows=8, cols=8))
+    uid = series[0].SeriesInstanceUID
+    paths = _save(series, tmp_path)
+    _declared_length(paths[1], (0x7FE0, 0x0010), 0x7FFFFFF0, wide=True)
+    with pytest.raises(VolumeError) as err:
+        load_series(paths, uid)
+    assert f"series {uid}" in str(err.value) and paths[1].name in str(err.value)
+    message = str(err.value)
+    assert "the file ends inside (7FE0,0010) (2147483632 bytes declared, 128 present)" in message
+    assert "truncated" in message
+
+
+def test_a_length_running_into_the_next_element_is_named_not_read_as_no_pixels(
+    tmp_path: Path,
+) -> None:
+    series = axial_series(StudySpec(), ramp_pixels(slices=3, rows=8, cols=8))
+    uid = series[0].SeriesInstanceUID
+    paths = _save(series, tmp_path)
+    spacing = len(pydicom.dcmread(paths[2]).get_item(0x00280030).value)
+    _declared_length(paths[2], (0x0028, 0x0030), spacing + 6, wide=False)
+    with pytest.raises(VolumeError) as err:
+        load_series(paths, uid)
+    assert f"series {uid}" in str(err.value) and paths[2].name in str(err.value)
+    # what follows the lie is read as garbage: parsing stops, or a made-up element runs
+    # past the end of the file; either way the message says a length is wrong
+    assert "element length is wrong" in str(err.value)
+    assert "no PixelData" not in str(err.value)
 
 
 @pytest.mark.parametrize(
