@@ -59,7 +59,9 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.203",  # HTJ2K
 )
 
-_UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
+"""Digits and dots (PS3.5 9.1). Leading zeros in a component, which the standard
+forbids but some modalities write, are tolerated: refusing them would refuse studies."""
 
 
 class InvalidInstance(ValueError):
@@ -70,7 +72,7 @@ def _uid(ds: Dataset, keyword: str) -> str:
     value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
     if not value:
         raise InvalidInstance(f"{keyword} is missing")
-    if len(value) > 64 or not _UID_PATTERN.match(value):
+    if len(value) > 64 or not _UID_PATTERN.fullmatch(value):
         raise InvalidInstance(f"{keyword} is not a valid UID ({len(value)} characters)")
     return value
 
@@ -95,7 +97,7 @@ def describe_instance(
         own = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
         if own and own != expected:
             raise InvalidInstance(f"{keyword} {own} differs from the request's {expected}")
-    if not _UID_PATTERN.match(sop_instance_uid) or len(sop_instance_uid) > 64:
+    if not _UID_PATTERN.fullmatch(sop_instance_uid) or len(sop_instance_uid) > 64:
         raise InvalidInstance("SOPInstanceUID is not a valid UID")
     return ReceivedInstance(
         study_uid=study_uid,
@@ -147,6 +149,9 @@ class StoreHandler:
             self._in_flight += 1
         try:
             return self._store(event)
+        except Exception as exc:  # the stage's outer boundary: answer a named failure
+            emit(log, "store.failed", 40, reason=f"unexpected {type(exc).__name__}: {exc}")
+            return StoreStatus.CANNOT_UNDERSTAND
         finally:
             with self._idle:
                 self._in_flight -= 1

@@ -810,15 +810,6 @@ def test_receive_checks_refuse_or_give_a_hex_key_inside_the_spool(
         assert VALID_UID.fullmatch(uid) and len(uid) <= 64, repr(uid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect in dicom_node/scp.py, left to the engineer changing that file: "
-        "_UID_PATTERN.match() lets '$' match before a trailing newline, so a request "
-        "SOP Instance UID '1.2.3\\n' is indexed as is; the fix is _UID_PATTERN.fullmatch() "
-        "in describe_instance (and in _uid). Remove this marker with the fix."
-    ),
-)
 @settings(max_examples=300, deadline=None)
 @given(request_sop=UID_LIKE)
 @example(request_sop="1.2.840.10008.3\n")
