@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dicom_node.attributes import number
 from dicom_node.logs import emit, get_logger
 from dicom_node.routing import SeriesInfo
 from storage.models import Instance, Series, Study, StudyState
@@ -81,16 +82,7 @@ def study_series(session: Session, study: Study, spool: Spool) -> list[SeriesInf
                 series_uid=series_uid,
                 header=header,
                 sop_instance_uids=tuple(uid for uid, _ in members),
-                series_number=series_number(header),
+                series_number=number(header, "SeriesNumber"),
             )
         )
     return infos
-
-
-def series_number(header: Dataset) -> int | None:
-    """Series Number, or None when it is absent or not a number (a broken value in one
-    series must not stop the study from being routed)."""
-    try:
-        return int(header.get("SeriesNumber"))
-    except (TypeError, ValueError):
-        return None

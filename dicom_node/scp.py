@@ -18,7 +18,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import (
+    AE,
+    AllStoragePresentationContexts,
+    evt,
+)
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
@@ -27,10 +31,12 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicom_node import polling
+from dicom_node import polling, qr
 from dicom_node.access import AccessPolicy
+from dicom_node.attributes import number, series_attributes, study_attributes
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
+from dicom_node.qr import QueryRetrieveSCP
 from dicom_node.status import RejectReason, RejectResult, RejectSource, StoreStatus
 from dicom_node.tls import server_context
 from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -110,6 +116,9 @@ def describe_instance(
         size_bytes=size_bytes,
         calling_ae=calling_ae,
         received_at=received_at,
+        study=study_attributes(ds),
+        series=series_attributes(ds),
+        instance_number=number(ds, "InstanceNumber"),
     )
 
 
@@ -289,6 +298,7 @@ class StorageSCP:
     ) -> None:
         self.config = config
         self.handler = StoreHandler(db, spool, config.storage.min_free_bytes, clock)
+        self.query = QueryRetrieveSCP(config, db, spool)
         self.policy = AccessPolicy.from_config(
             config.node.allowed_calling_aets, config.node.calling_ae_hosts
         )
@@ -301,8 +311,16 @@ class StorageSCP:
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         ae.add_supported_context(Verification)
+        for sop_class in qr.SOP_CLASSES:
+            ae.add_supported_context(sop_class)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(str(context.abstract_syntax), list(ACCEPTED_TRANSFER_SYNTAXES))
+            # SCU role too: a C-GET's instances travel back on the requestor's association.
+            ae.add_supported_context(
+                str(context.abstract_syntax),
+                list(ACCEPTED_TRANSFER_SYNTAXES),
+                scu_role=True,
+                scp_role=True,
+            )
         ae.maximum_pdu_size = node.max_pdu_size
         ae.maximum_associations = node.maximum_associations
         ae.network_timeout = node.network_timeout_s
@@ -316,6 +334,9 @@ class StorageSCP:
             (evt.EVT_REQUESTED, _on_requested(self.policy)),
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, self.handler),
+            (evt.EVT_C_FIND, self.query.on_find),
+            (evt.EVT_C_GET, self.query.on_get),
+            (evt.EVT_C_MOVE, self.query.on_move),
             (evt.EVT_REJECTED, _on_rejected),
             (evt.EVT_ESTABLISHED, _on_established),
         ]

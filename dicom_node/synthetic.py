@@ -26,7 +26,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node import __version__, watermark
-from dicom_node.assembly import series_number
+from dicom_node.attributes import number
 from dicom_node.keys import Signer
 from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.provenance import ProvenanceRecord, write_private_block
@@ -272,7 +272,7 @@ def build_series(
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         ds.Modality = card.output.modality
         ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = (series_number(first) or 0) + marking.series_number_offset
+        ds.SeriesNumber = (number(first, "SeriesNumber") or 0) + marking.series_number_offset
         ds.SeriesDescription = _series_description(card, first, marking)
         ds.SeriesDate, ds.SeriesTime = date, time
         ds.SyntheticData = "YES"

@@ -16,22 +16,25 @@ from datetime import datetime, timedelta
 
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_node import __version__
+from dicom_node.attributes import number
 from dicom_node.config import Config
 from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
 from dicom_node.marking import default_mark
 from dicom_node.provenance import InputRecord, ProvenanceRecord
-from dicom_node.synthetic import Marking, build_series
+from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
 from inference.predict import InferenceError, translate
 from inference.registry import LoadedModel, Registry
 from storage.database import Database
+from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
     AuditEvent,
     Delivery,
@@ -68,8 +71,15 @@ class Output:
     series_uid: str
     sop_class_uid: str
     spool_key: str
-    instances: int
     provenance: ProvenanceRecord
+    description: str
+    series_number: int | None
+    members: tuple[tuple[str, int], ...]
+    """(SOP Instance UID, size in bytes) of each instance, in slice order."""
+
+    @property
+    def instances(self) -> int:
+        return len(self.members)
 
 
 def _encode(ds: Dataset) -> bytes:
@@ -194,9 +204,20 @@ class Synthesizer:
         )
         datasets = build_series(result, sources, card, provenance, self._marking(card), now)
         key = output_series_key(series_uid)
+        members = []
         for index, ds in enumerate(datasets):
-            self.spool.write(output_instance_key(key, index), _encode(ds))
-        return Output(series_uid, str(datasets[0].SOPClassUID), key, len(datasets), provenance)
+            size = self.spool.write(output_instance_key(key, index), _encode(ds))
+            members.append((str(ds.SOPInstanceUID), size))
+        first = datasets[0]
+        return Output(
+            series_uid,
+            str(first.SOPClassUID),
+            key,
+            provenance,
+            str(first.SeriesDescription),
+            number(first, "SeriesNumber"),
+            tuple(members),
+        )
 
     def _complete(self, job: ClaimedJob, output: Output) -> None:
         now = self.clock()
@@ -216,6 +237,7 @@ class Synthesizer:
             row.provenance = output.provenance.to_dict()
             session.flush()
             _queue_deliveries(session, row.id, job.send_to, now)
+            _index_output(session, job, output, self.config.node.ae_title, now)
             db_job = session.get_one(Job, job.id)
             db_job.state = JobState.DONE
             db_job.error = None
@@ -282,6 +304,42 @@ def _instance_keys(session: Session, series_uid: str) -> list[str]:
             .order_by(Instance.id)
         )
     )
+
+
+def _index_output(
+    session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
+) -> None:
+    """Makes the output queryable and retrievable like a received series (Q/R SCP),
+    without re-opening its study: nothing new arrived from outside."""
+    study_id = session.get_one(Job, job.id).study_id
+    series_id = upsert_series(
+        session,
+        study_id,
+        output.series_uid,
+        "CT" if output.sop_class_uid == CT_IMAGE_STORAGE else "MR",
+        output.sop_class_uid,
+        SeriesAttributes(output.series_number, output.description[:64]),
+    )
+    for index, (sop_uid, size) in enumerate(output.members):
+        values = {
+            "sop_class_uid": output.sop_class_uid,
+            "transfer_syntax_uid": ExplicitVRLittleEndian,
+            "spool_key": output_instance_key(output.spool_key, index),
+            "size_bytes": size,
+            "received_at": now,
+            "calling_ae": ae_title,
+            "instance_number": index + 1,
+        }
+        row = session.scalar(
+            select(Instance).where(
+                Instance.series_id == series_id, Instance.sop_instance_uid == sop_uid
+            )
+        )
+        if row is None:
+            session.add(Instance(series_id=series_id, sop_instance_uid=sop_uid, **values))
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
 
 
 def _queue_deliveries(

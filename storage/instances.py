@@ -7,7 +7,7 @@ indexed and counted towards its study's stability, or not recorded at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,28 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from storage.models import Base, Instance, Series, Study, StudyState
+
+
+@dataclass(frozen=True)
+class StudyAttributes:
+    """What a query can match a study on (PS3.4 C.6.2.1.2 Study level keys)."""
+
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician_name: str = ""
+
+
+@dataclass(frozen=True)
+class SeriesAttributes:
+    series_number: int | None = None
+    series_description: str = ""
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,9 @@ class ReceivedInstance:
     size_bytes: int
     calling_ae: str
     received_at: datetime
+    study: StudyAttributes = field(default_factory=StudyAttributes)
+    series: SeriesAttributes = field(default_factory=SeriesAttributes)
+    instance_number: int | None = None
 
 
 def _insert(conn: Connection | Session, table: type[Base]) -> Any:
@@ -53,6 +78,7 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
         "state": StudyState.RECEIVING,
         "last_received_at": rec.received_at,
         "last_calling_ae": rec.calling_ae,
+        **asdict(rec.study),
     }
     stmt = _insert(conn, Study).values(
         study_uid=rec.study_uid, first_received_at=rec.received_at, **reopen
@@ -62,17 +88,9 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
             Study.id
         )
     ).scalar_one()
-    stmt = _insert(conn, Series).values(
-        study_id=study_id,
-        series_uid=rec.series_uid,
-        modality=rec.modality,
-        sop_class_uid=rec.sop_class_uid,
+    series_id = upsert_series(
+        conn, study_id, rec.series_uid, rec.modality, rec.sop_class_uid, rec.series
     )
-    series_id = conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[Series.series_uid], set_={"series_uid": stmt.excluded.series_uid}
-        ).returning(Series.id)
-    ).scalar_one()
     values = {
         "sop_class_uid": rec.sop_class_uid,
         "transfer_syntax_uid": rec.transfer_syntax_uid,
@@ -80,6 +98,7 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
         "size_bytes": rec.size_bytes,
         "received_at": rec.received_at,
         "calling_ae": rec.calling_ae,
+        "instance_number": rec.instance_number,
     }
     stmt = _insert(conn, Instance).values(
         series_id=series_id, sop_instance_uid=rec.sop_instance_uid, **values
@@ -96,6 +115,31 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
                 select(Series.id).where(Series.study_id == study_id, Series.id != series_id)
             ),
         )
+    )
+
+
+def upsert_series(
+    conn: Connection | Session,
+    study_id: int,
+    series_uid: str,
+    modality: str,
+    sop_class_uid: str,
+    attributes: SeriesAttributes,
+) -> int:
+    """The series row's id, created if new; its query attributes follow the latest copy."""
+    stmt = _insert(conn, Series).values(
+        study_id=study_id,
+        series_uid=series_uid,
+        modality=modality,
+        sop_class_uid=sop_class_uid,
+        **asdict(attributes),
+    )
+    return int(
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[Series.series_uid], set_=asdict(attributes)
+            ).returning(Series.id)
+        ).scalar_one()
     )
 
 

@@ -88,6 +88,18 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_birth_date: Mapped[str] = mapped_column(String(8), default="")
+    patient_sex: Mapped[str] = mapped_column(String(16), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+    """Patient and study attributes for C-FIND (the database is owner-only; logs never
+    carry them)."""
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 
@@ -102,6 +114,8 @@ class Series(Base):
     series_uid: Mapped[str] = mapped_column(UID, unique=True)
     modality: Mapped[str] = mapped_column(String(16), default="")
     sop_class_uid: Mapped[str] = mapped_column(UID, default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str] = mapped_column(String(64), default="")
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")
@@ -119,6 +133,7 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel
 from pynetdicom import AllStoragePresentationContexts
 
+from dicom_node import qr
 from dicom_node.config import Config
 from dicom_node.scp import ACCEPTED_TRANSFER_SYNTAXES
 from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -48,3 +49,4 @@ def test_conformance_statement_lists_what_is_negotiated() -> None:
     uids = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
     assert [uid for uid in uids if f"`{uid}`" not in text] == []
     assert IMPLEMENTATION_CLASS_UID in text and IMPLEMENTATION_VERSION_NAME in text
+    assert [uid for uid in qr.SOP_CLASSES if f"`{uid}`" not in text] == []

@@ -40,6 +40,16 @@ def upgrade() -> None:
         sa.Column("last_received_at", sa.DateTime(), nullable=False),
         sa.Column("routed_at", sa.DateTime(), nullable=True),
         sa.Column("last_calling_ae", sa.String(length=16), nullable=False),
+        sa.Column("patient_name", sa.String(length=324), nullable=False),
+        sa.Column("patient_id", sa.String(length=64), nullable=False),
+        sa.Column("patient_birth_date", sa.String(length=8), nullable=False),
+        sa.Column("patient_sex", sa.String(length=16), nullable=False),
+        sa.Column("study_date", sa.String(length=8), nullable=False),
+        sa.Column("study_time", sa.String(length=16), nullable=False),
+        sa.Column("accession_number", sa.String(length=16), nullable=False),
+        sa.Column("study_id", sa.String(length=16), nullable=False),
+        sa.Column("study_description", sa.String(length=64), nullable=False),
+        sa.Column("referring_physician_name", sa.String(length=324), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("study_uid"),
     )
@@ -95,6 +105,8 @@ def upgrade() -> None:
         sa.Column("series_uid", sa.String(length=64), nullable=False),
         sa.Column("modality", sa.String(length=16), nullable=False),
         sa.Column("sop_class_uid", sa.String(length=64), nullable=False),
+        sa.Column("series_number", sa.Integer(), nullable=True),
+        sa.Column("series_description", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
             ["study_id"],
             ["study.id"],
@@ -116,6 +128,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.Column("calling_ae", sa.String(length=16), nullable=False),
+        sa.Column("instance_number", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["series_id"],
             ["series.id"],
