@@ -104,6 +104,9 @@ class NodeSettings(_Section):
 class StorageSettings(_Section):
     database_url: str = "sqlite:///var/dicom-node.db"
     spool_dir: Path = Path("var/spool")
+    fsync_directory: bool = Field(
+        False, description="also fsync the folder after each file (POSIX strict; slower)"
+    )
     min_free_bytes: int = Field(
         1 << 30, ge=0, description="below this free space C-STORE answers out of resources"
     )

@@ -112,7 +112,7 @@ class Node:
         self.config = config
         self.clock = clock
         self.db = Database(config.database_url)
-        self.spool = Spool(config.spool_dir)
+        self.spool = Spool(config.spool_dir, config.storage.fsync_directory)
         self.registry = load_models(config)
         self.signer = load_signer(config)
         self.scp = StorageSCP(config, self.db, self.spool, clock)

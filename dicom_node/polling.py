@@ -27,7 +27,7 @@ import pynetdicom.dul
 
 POLL_SLEEP_S = 0.001
 """The polling sleep pynetdicom 3 uses in its reactor loops."""
-FAST_POLL_S = 0.0001
+FAST_POLL_S = 0.0003
 BUSY_WINDOW_S = 0.25
 
 _last_activity = float("-inf")

@@ -20,6 +20,7 @@ from sqlalchemy import update
 
 from dicom_node.logs import emit, get_logger
 from dicom_node.scp import InvalidInstance, describe_instance
+from dicom_node.volume import incomplete
 from storage.database import Database
 from storage.instances import indexed_keys, record_instance, superseding_row
 from storage.models import Study, StudyState
@@ -39,7 +40,10 @@ def reconcile_spool(db: Database, spool: Spool, clock: Callable[[], datetime]) -
             continue
         path = spool.path(key)
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path)
+            problem = incomplete(ds, path)
+            if problem is not None:
+                raise ValueError(f"not whole, so never acknowledged: {problem}")
             rec = describe_instance(
                 ds,
                 sop_class_uid=str(ds.file_meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)),
@@ -52,7 +56,11 @@ def reconcile_spool(db: Database, spool: Spool, clock: Callable[[], datetime]) -
                 size_bytes=path.stat().st_size,
             )
         except (InvalidDicomError, InvalidInstance, OSError, ValueError, AttributeError) as exc:
-            emit(log, "spool.unreadable", 40, spool_key=key, reason=str(exc))
+            try:
+                moved: str | None = spool.quarantine(key)
+            except OSError:
+                moved = None
+            emit(log, "spool.unreadable", 40, spool_key=key, reason=str(exc), quarantined=moved)
             continue
         if rec.spool_key != key:
             emit(log, "spool.misplaced", 40, spool_key=key, expected=rec.spool_key)

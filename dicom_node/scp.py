@@ -15,16 +15,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pynetdicom import (
     AE,
     AllStoragePresentationContexts,
     evt,
 )
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -35,6 +36,7 @@ from dicom_node import polling, qr
 from dicom_node.access import AccessPolicy
 from dicom_node.attributes import number, series_attributes, study_attributes
 from dicom_node.config import Config
+from dicom_node.filemeta import file_meta
 from dicom_node.logs import emit, get_logger
 from dicom_node.qr import QueryRetrieveSCP
 from dicom_node.status import RejectReason, RejectResult, RejectSource, StoreStatus
@@ -65,6 +67,7 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.203",  # HTJ2K
 )
 
+PIXEL_DATA = 0x7FE00010
 _UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 """Digits and dots (PS3.5 9.1). Leading zeros in a component, which the standard
 forbids but some modalities write, are tolerated: refusing them would refuse studies."""
@@ -188,7 +191,7 @@ class StoreHandler:
             return StoreStatus.OUT_OF_RESOURCES
         try:
             rec = describe_instance(
-                event.dataset,
+                _header(event),
                 sop_class_uid=str(req.AffectedSOPClassUID or ""),
                 sop_instance_uid=sop_instance_uid,
                 transfer_syntax_uid=str(event.context.transfer_syntax),
@@ -206,7 +209,7 @@ class StoreHandler:
             )
             return StoreStatus.CANNOT_UNDERSTAND
         try:
-            size = self.spool.write(rec.spool_key, _part10(event, calling_ae))
+            size = self.spool.write(rec.spool_key, _part10(event, rec))
         except SpoolError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else str(exc)
             emit(log, "store.failed", 40, reason=reason, sop_instance_uid=rec.sop_instance_uid)
@@ -236,13 +239,29 @@ class StoreHandler:
         return StoreStatus.SUCCESS
 
 
-def _part10(event: Event, calling_ae: str) -> bytes:
-    """The data set exactly as received, behind a File Meta Information header (PS3.10
-    7.1) that also names the sending AE, so the spool file alone says where it came from."""
-    meta = event.file_meta
-    meta.SourceApplicationEntityTitle = calling_ae or None
-    return b"".join(
-        (b"\x00" * 128, b"DICM", encode_file_meta(meta), event.encoded_dataset(include_meta=False))
+def _part10(event: Event, rec: ReceivedInstance) -> list[bytes | memoryview]:
+    """The data set exactly as received (not copied), behind a File Meta Information
+    header (PS3.10 7.1) that also names the sending AE, so the spool file alone says
+    where it came from."""
+    received = cast(BytesIO, cast(C_STORE, event.request).DataSet)
+    meta = file_meta(
+        rec.sop_class_uid, rec.sop_instance_uid, rec.transfer_syntax_uid, rec.calling_ae
+    )
+    return [meta, received.getbuffer()]
+
+
+def _header(event: Event) -> Dataset:
+    """The data set up to its pixel data: what indexing needs, without reading pixels."""
+    syntax = event.context.transfer_syntax
+    if syntax.is_deflated:
+        return event.dataset
+    stream = cast(BytesIO, cast(C_STORE, event.request).DataSet)
+    stream.seek(0)
+    return read_dataset(
+        stream,
+        syntax.is_implicit_VR,
+        syntax.is_little_endian,
+        stop_when=lambda tag, _vr, _length: tag >= PIXEL_DATA,
     )
 
 

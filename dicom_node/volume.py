@@ -63,8 +63,9 @@ def _read(path: Path, series_uid: str) -> Dataset:
     return ds
 
 
-def _check_parsed_whole(ds: Dataset, path: Path, series_uid: str) -> None:
-    """Refuses a file whose last element ends anywhere but at the end of the file.
+def incomplete(ds: Dataset, path: Path) -> str | None:
+    """Why a file read as ``ds`` is not whole, or None: its last element must end at the
+    end of the file.
 
     pydicom raises on neither: an element whose declared length runs past the end of the
     file is read as whatever bytes are left, and parsing stops quietly at the first
@@ -73,26 +74,32 @@ def _check_parsed_whole(ds: Dataset, path: Path, series_uid: str) -> None:
     refused when they swallowed the pixels, so that harmless trailing padding still reads.
     """
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return  # positions are in the inflated stream, not in the file
+        return None  # positions are in the inflated stream, not in the file
     raws = [e for e in ds.elements() if isinstance(e, RawDataElement)]
     if not raws:
-        return
+        return None
     last = max(raws, key=lambda e: e.value_tell)
     if last.length == 0xFFFFFFFF:  # undefined length: its delimiters were found
-        return
+        return None
     size = path.stat().st_size
     end = last.value_tell + last.length
     if end > size:
-        raise VolumeError(
-            f"{_where(series_uid, ds, path)}: the file ends inside {last.tag} ({last.length} "
-            f"bytes declared, {size - last.value_tell} present): truncated, or an element "
-            "length is wrong"
+        return (
+            f"the file ends inside {last.tag} ({last.length} bytes declared, "
+            f"{size - last.value_tell} present): truncated, or an element length is wrong"
         )
     if end < size and "PixelData" not in ds:
-        raise VolumeError(
-            f"{_where(series_uid, ds, path)}: the data set cannot be parsed past {last.tag} "
-            f"(byte {end} of {size}): an element length is wrong or the file is corrupt"
+        return (
+            f"the data set cannot be parsed past {last.tag} (byte {end} of {size}): an "
+            "element length is wrong or the file is corrupt"
         )
+    return None
+
+
+def _check_parsed_whole(ds: Dataset, path: Path, series_uid: str) -> None:
+    problem = incomplete(ds, path)
+    if problem is not None:
+        raise VolumeError(f"{_where(series_uid, ds, path)}: {problem}")
 
 
 def _where(series_uid: str, ds: Dataset, path: Path) -> str:

@@ -46,17 +46,27 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 def create_database_engine(url: str) -> Engine:
-    """An engine for ``url``; for SQLite the file's folder is created owner-only."""
+    """An engine for ``url``; for SQLite the file's folder is created owner-only.
+
+    Statement parameters are kept out of error messages: they carry patient names and
+    IDs, which must never reach a log.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             folder = Path(parsed.database).parent
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             _create_private(Path(parsed.database))
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            hide_parameters=True,
+        )
         _sqlite_pragmas(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+    )
 
 
 def _create_private(path: Path) -> None:

@@ -7,16 +7,13 @@ indexed and counted towards its study's stability, or not recorded at all.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, TextClause, bindparam, select, text
 from sqlalchemy.orm import Session
 
-from storage.models import Base, Instance, Series, Study, StudyState
+from storage.models import Instance, Series, Study, StudyState, UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -58,10 +55,58 @@ class ReceivedInstance:
     instance_number: int | None = None
 
 
-def _insert(conn: Connection | Session, table: type[Base]) -> Any:
-    """INSERT with ON CONFLICT support for the connection's dialect (SQLite, PostgreSQL)."""
-    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+def _columns(names: list[str]) -> tuple[str, str]:
+    return ", ".join(names), ", ".join(f":{n}" for n in names)
+
+
+def _updates(names: list[str]) -> str:
+    return ", ".join(f"{n} = excluded.{n}" for n in names)
+
+
+_STUDY_FIELDS = [f.name for f in fields(StudyAttributes)]
+_SERIES_FIELDS = [f.name for f in fields(SeriesAttributes)]
+_REOPEN = ["state", "last_received_at", "last_calling_ae", *_STUDY_FIELDS]
+_INSTANCE_FIELDS = [
+    "sop_class_uid",
+    "transfer_syntax_uid",
+    "spool_key",
+    "size_bytes",
+    "received_at",
+    "calling_ae",
+    "instance_number",
+]
+_TIMES = ("first_received_at", "last_received_at", "received_at")
+
+
+def _statement(sql: str) -> TextClause:
+    """Prepared once: building SQLAlchemy statements per instance cost more than running
+    them. The ``INSERT … ON CONFLICT … RETURNING`` form is shared by SQLite and
+    PostgreSQL; times go through the models' UTC type."""
+    stmt = text(sql)
+    return stmt.bindparams(*(bindparam(t, type_=UTCDateTime()) for t in _TIMES if f":{t}" in sql))
+
+
+_UPSERT_STUDY = _statement(
+    "INSERT INTO study (study_uid, first_received_at, {}) VALUES (:study_uid, "
+    ":first_received_at, {}) ON CONFLICT (study_uid) DO UPDATE SET {} RETURNING id".format(
+        *_columns(_REOPEN), _updates(_REOPEN)
+    )
+)
+_UPSERT_SERIES = _statement(
+    "INSERT INTO series (study_id, series_uid, modality, sop_class_uid, {}) VALUES "
+    "(:study_id, :series_uid, :modality, :sop_class_uid, {}) ON CONFLICT (series_uid) "
+    "DO UPDATE SET {} RETURNING id".format(*_columns(_SERIES_FIELDS), _updates(_SERIES_FIELDS))
+)
+_UPSERT_INSTANCE = _statement(
+    "INSERT INTO instance (series_id, sop_instance_uid, {}) VALUES (:series_id, "
+    ":sop_instance_uid, {}) ON CONFLICT (series_id, sop_instance_uid) DO UPDATE SET {}".format(
+        *_columns(_INSTANCE_FIELDS), _updates(_INSTANCE_FIELDS)
+    )
+)
+_LEAVE_OTHER_SERIES = _statement(
+    "DELETE FROM instance WHERE sop_instance_uid = :sop_instance_uid AND series_id IN "
+    "(SELECT id FROM series WHERE study_id = :study_id AND id != :series_id)"
+)
 
 
 def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
@@ -74,47 +119,37 @@ def record_instance(conn: Connection | Session, rec: ReceivedInstance) -> None:
     of a job holds a slice that moved away. (Its earlier spool file is left in place;
     start-up reconciliation knows it is superseded.)
     """
-    reopen = {
-        "state": StudyState.RECEIVING,
-        "last_received_at": rec.received_at,
-        "last_calling_ae": rec.calling_ae,
-        **asdict(rec.study),
-    }
-    stmt = _insert(conn, Study).values(
-        study_uid=rec.study_uid, first_received_at=rec.received_at, **reopen
-    )
     study_id = conn.execute(
-        stmt.on_conflict_do_update(index_elements=[Study.study_uid], set_=reopen).returning(
-            Study.id
-        )
+        _UPSERT_STUDY,
+        {
+            "study_uid": rec.study_uid,
+            "first_received_at": rec.received_at,
+            "state": StudyState.RECEIVING.value,
+            "last_received_at": rec.received_at,
+            "last_calling_ae": rec.calling_ae,
+            **asdict(rec.study),
+        },
     ).scalar_one()
     series_id = upsert_series(
         conn, study_id, rec.series_uid, rec.modality, rec.sop_class_uid, rec.series
     )
-    values = {
-        "sop_class_uid": rec.sop_class_uid,
-        "transfer_syntax_uid": rec.transfer_syntax_uid,
-        "spool_key": rec.spool_key,
-        "size_bytes": rec.size_bytes,
-        "received_at": rec.received_at,
-        "calling_ae": rec.calling_ae,
-        "instance_number": rec.instance_number,
-    }
-    stmt = _insert(conn, Instance).values(
-        series_id=series_id, sop_instance_uid=rec.sop_instance_uid, **values
+    conn.execute(
+        _UPSERT_INSTANCE,
+        {
+            "series_id": series_id,
+            "sop_instance_uid": rec.sop_instance_uid,
+            "sop_class_uid": rec.sop_class_uid,
+            "transfer_syntax_uid": rec.transfer_syntax_uid,
+            "spool_key": rec.spool_key,
+            "size_bytes": rec.size_bytes,
+            "received_at": rec.received_at,
+            "calling_ae": rec.calling_ae,
+            "instance_number": rec.instance_number,
+        },
     )
     conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[Instance.series_id, Instance.sop_instance_uid], set_=values
-        )
-    )
-    conn.execute(
-        delete(Instance).where(
-            Instance.sop_instance_uid == rec.sop_instance_uid,
-            Instance.series_id.in_(
-                select(Series.id).where(Series.study_id == study_id, Series.id != series_id)
-            ),
-        )
+        _LEAVE_OTHER_SERIES,
+        {"sop_instance_uid": rec.sop_instance_uid, "study_id": study_id, "series_id": series_id},
     )
 
 
@@ -127,20 +162,14 @@ def upsert_series(
     attributes: SeriesAttributes,
 ) -> int:
     """The series row's id, created if new; its query attributes follow the latest copy."""
-    stmt = _insert(conn, Series).values(
-        study_id=study_id,
-        series_uid=series_uid,
-        modality=modality,
-        sop_class_uid=sop_class_uid,
+    params = {
+        "study_id": study_id,
+        "series_uid": series_uid,
+        "modality": modality,
+        "sop_class_uid": sop_class_uid,
         **asdict(attributes),
-    )
-    return int(
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[Series.series_uid], set_=asdict(attributes)
-            ).returning(Series.id)
-        ).scalar_one()
-    )
+    }
+    return int(conn.execute(_UPSERT_SERIES, params).scalar_one())
 
 
 def indexed_keys(session: Session) -> set[str]:
