@@ -43,7 +43,7 @@ def busy() -> bool:
     return time.monotonic() - _last_activity < BUSY_WINDOW_S
 
 
-class _AdaptiveTime(types.ModuleType):
+class AdaptiveTime(types.ModuleType):
     """The ``time`` module, but a polling-length sleep is shortened while busy."""
 
     def __init__(self) -> None:
@@ -63,18 +63,11 @@ def install() -> None:
     """Gives pynetdicom's reactor modules the adaptive ``time`` (idempotent)."""
     for module in (pynetdicom.association, pynetdicom.dul):
         current = module.__dict__.get("time")
-        if isinstance(current, _AdaptiveTime):
+        if isinstance(current, AdaptiveTime):
             continue
         if current is not time:
             raise RuntimeError(
                 f"{module.__name__} no longer uses the time module as expected; "
                 "dicom_node.polling cannot adapt it"
             )
-        module.time = _AdaptiveTime()  # type: ignore[attr-defined]
-
-
-def installed() -> bool:
-    return all(
-        isinstance(m.__dict__.get("time"), _AdaptiveTime)
-        for m in (pynetdicom.association, pynetdicom.dul)
-    )
+        module.time = AdaptiveTime()  # type: ignore[attr-defined]

@@ -132,9 +132,6 @@ class Spool:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def remove_tree(self, key: str) -> None:
-        shutil.rmtree(self.path(key), ignore_errors=True)
-
     def instance_files(self) -> Iterator[str]:
         """Keys of every received instance file, for reconciliation after a crash."""
         base = self.root / "instances"

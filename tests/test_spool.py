@@ -273,15 +273,3 @@ def test_instance_files_lists_only_received_instance_files(spool: Spool) -> None
     (spool.path(keys[1]).parent / "notes.txt").write_text("n")
 
     assert list(spool.instance_files()) == keys
-
-
-def test_remove_tree_deletes_an_output_series_folder(spool: Spool) -> None:
-    series_key = output_series_key("2.25.7")
-    for i in range(3):
-        spool.write(output_instance_key(series_key, i), b"o")
-    kept = instance_key("1.2", "1.3", "1.4")
-    spool.write(kept, b"i")
-    spool.remove_tree(series_key)
-    assert not spool.path(series_key).exists()
-    assert spool.exists(kept)
-    assert spool.free_bytes() > 0
