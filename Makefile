@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 PACKAGES := dicom_node inference storage
 
-.PHONY: run install install-test system-deps lint typecheck test
+.PHONY: run install install-test system-deps lint typecheck test demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ typecheck:
 ## Install everything the tests need (Debian packages too) and run the whole suite.
 test: install-test lint typecheck
 	$(BIN)/pytest
+
+## A simulated patient through a local Orthanc and the node; prints where the figure is.
+demo: system-deps $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[training]'
+	$(BIN)/python tools/demo.py
