@@ -45,13 +45,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tensor_problems(session: ort.InferenceSession, card: ModelCard) -> list[str]:
-    problems = []
+def _graph_problems(session: ort.InferenceSession) -> list[str]:
+    """What is wrong with the graph's tensors whatever its card says."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         return [
             f"needs exactly one input and one output tensor, has {len(inputs)} and {len(outputs)}"
         ]
+    if inputs[0].type != "tensor(float)":
+        return [f"input tensor type is {inputs[0].type}, expected tensor(float)"]
+    return []
+
+
+def _tensor_problems(session: ort.InferenceSession, card: ModelCard) -> list[str]:
+    problems: list[str] = []
+    inputs, outputs = session.get_inputs(), session.get_outputs()
     rank = 5 if isinstance(card.spatial, Spatial3D) else 4
     shape_in, shape_out = inputs[0].shape, outputs[0].shape
     if len(shape_in) != rank:
@@ -67,8 +75,6 @@ def _tensor_problems(session: ort.InferenceSession, card: ModelCard) -> list[str
         problems.append(f"output tensor has rank {len(shape_out)}, expected {rank}")
     elif isinstance(shape_out[1], int) and shape_out[1] != 1:
         problems.append(f"output tensor has {shape_out[1]} channels, expected 1")
-    if inputs[0].type != "tensor(float)":
-        problems.append(f"input tensor type is {inputs[0].type}, expected tensor(float)")
     return problems
 
 
@@ -92,7 +98,23 @@ def _trial_problems(session: ort.InferenceSession, card: ModelCard) -> list[str]
         return [f"trial run: output shape {tuple(out.shape)}, expected {expected}"]
     if not np.all(np.isfinite(out)):
         return ["trial run: output has NaN or infinite values"]
-    return []
+    return _range_problems(np.asarray(out, dtype=np.float64), card)
+
+
+def _range_problems(out: np.ndarray, card: ModelCard) -> list[str]:
+    """The trial output, denormalised, must land at least partly inside the card's value
+    range: entirely outside, every output would be clipped to a constant."""
+    spec = card.output
+    values = out * spec.denormalization.scale + spec.denormalization.offset
+    lo, hi = spec.value_range
+    if np.any((values >= lo) & (values <= hi)):
+        return []
+    return [
+        f"trial run: every output value ({values.min():.4g} to {values.max():.4g} "
+        f"{spec.units}) lies outside value_range {spec.value_range} once denormalised "
+        f"(scale {spec.denormalization.scale:g}, offset {spec.denormalization.offset:g}): "
+        "the denormalisation or the range is wrong"
+    ]
 
 
 def load_model(path: Path, providers: Sequence[str], intra_op_threads: int = 0) -> LoadedModel:
@@ -102,11 +124,12 @@ def load_model(path: Path, providers: Sequence[str], intra_op_threads: int = 0) 
         session = open_session(path, providers, intra_op_threads)
     except Exception as exc:  # onnxruntime's load errors have no common base class
         raise ModelError(f"{name}: onnxruntime cannot load it: {exc}") from exc
+    problems = _graph_problems(session)
     try:
         card = parse_card(dict(session.get_modelmeta().custom_metadata_map), name)
     except ModelCardError as exc:
-        raise ModelError(str(exc)) from exc
-    problems = _tensor_problems(session, card) or _trial_problems(session, card)
+        raise ModelError("; ".join([str(exc), *problems])) from exc
+    problems = problems or _tensor_problems(session, card) or _trial_problems(session, card)
     if problems:
         raise ModelError(f"{name} ({card.key}): " + "; ".join(problems))
     return LoadedModel(card, path, file_sha256(path), session, providers_in_use(session))

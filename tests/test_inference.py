@@ -47,12 +47,16 @@ def _save_model(
     names: Sequence[str] = (),
     card_json: str | None = None,
     ir_version: int = IR_VERSION,
+    extra_outputs: Sequence[str] = (),
 ) -> Path:
     graph = helper.make_graph(
         list(nodes),
         "test",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_dims))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_dims))],
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, list(y_dims))
+            for name in ("y", *extra_outputs)
+        ],
         initializer=[
             numpy_helper.from_array(a, n) for a, n in zip(initializers, names, strict=True)
         ],
@@ -305,6 +309,10 @@ def _bad_card_json() -> str:
             "trial run: output has NaN or infinite values",
         ),
         (lambda p: p.write_bytes(b"not a protobuf at all") and p, "onnxruntime cannot load it"),
+        (
+            lambda p: conv1x1_model(p, linear_card(out_scale=1000.0), [0.0], 50.0),
+            "every output value (5e+04 to 5e+04 HU) lies outside value_range (-1024.0, 3071.0)",
+        ),
     ],
     ids=[
         "no-card",
@@ -316,6 +324,7 @@ def _bad_card_json() -> str:
         "rank",
         "nan-output",
         "not-onnx",
+        "output-range",
     ],
 )
 def test_unusable_model_is_refused_naming_the_file_and_the_problem(
@@ -328,6 +337,23 @@ def test_unusable_model_is_refused_naming_the_file_and_the_problem(
     message = str(err.value)
     assert message.startswith("broken-model.onnx")
     assert words in message
+
+
+def test_a_bad_card_and_a_bad_graph_are_both_named(tmp_path: Path) -> None:
+    path = _save_model(
+        tmp_path / "twice-wrong.onnx",
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["x"], ["z"])],
+        ["N", 1, "H", "W"],
+        ["N", 1, "H", "W"],
+        [],
+        [],
+        _bad_card_json(),
+        extra_outputs=["z"],
+    )
+    with pytest.raises(ModelError) as err:
+        _load(path)
+    assert "invalid model card: tile_multiple" in str(err.value)
+    assert "needs exactly one input and one output tensor, has 1 and 2" in str(err.value)
 
 
 def test_ir_version_refusal_says_which_version(tmp_path: Path) -> None:
