@@ -1,8 +1,9 @@
 """Inference benchmark: a shipped model through ONNX Runtime against the same weights in
 PyTorch eager, same threads, same batch, alternating, in one run.
 
-The PyTorch model is the ONNX graph converted back with onnx2torch, so both run exactly
-the same weights (batch norm already folded into the convolutions by the export); the
+The PyTorch model is the reference U-Net (``inference/training/unet.py``) rebuilt from
+the architecture the export recorded, with the ONNX file's weights (batch norm folded
+into the convolutions, as in the graph): both run exactly the same weights, and the
 largest difference between their outputs is printed as a check. With a GPU, both are
 also measured on it (CUDAExecutionProvider and torch on cuda).
 
@@ -21,9 +22,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx2torch import convert
 
 from inference.card import CARD_KEY, ModelCard
+from inference.training.unet import from_onnx
 
 
 def _card(model: onnx.ModelProto) -> ModelCard:
@@ -78,7 +79,7 @@ def main() -> None:
     shape = (args.batch, card.channels, -(-args.rows // m) * m, -(-args.columns // m) * m)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     torch.set_num_threads(args.threads)
-    net = convert(model).eval()
+    net = from_onnx(model).eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

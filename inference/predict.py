@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from inference.card import Spatial3D, Spatial25D
+from inference.card import ModelCard, Spatial3D, Spatial25D
 from inference.geometry import FloatArray, Volume
 from inference.normalize import denormalize, normalize
 from inference.registry import LoadedModel
@@ -22,10 +22,10 @@ class InferenceError(RuntimeError):
     """The model could not be run on these inputs; the message says why."""
 
 
-def _prepare(model: LoadedModel, inputs: Sequence[Volume]) -> tuple[FloatArray, tuple[int, int]]:
+def prepare_inputs(card: ModelCard, inputs: Sequence[Volume]) -> tuple[FloatArray, tuple[int, int]]:
     """(channels, slices, rows, cols) normalised input at the model's spacing, and the
-    in-plane shape to return to."""
-    card = model.card
+    in-plane shape to return to. Training prepares its examples with this same function,
+    so a model sees in service exactly what it was trained on."""
     if len(inputs) != len(card.inputs):
         raise InferenceError(f"{card.key} takes {len(card.inputs)} inputs, got {len(inputs)}")
     reference = inputs[0].geometry
@@ -48,7 +48,7 @@ def _pad_to(x: FloatArray, multiple: int) -> tuple[FloatArray, tuple[int, int]]:
     return x, (h, w)
 
 
-def _slice_stacks(x: FloatArray, half: int) -> Iterator[FloatArray]:
+def slice_stacks(x: FloatArray, half: int) -> Iterator[FloatArray]:
     """Per slice: (channels × (2·half+1), H, W), neighbours clamped at the ends."""
     depth = x.shape[1]
     for k in range(depth):
@@ -76,7 +76,7 @@ def _run(model: LoadedModel, tensor: FloatArray) -> FloatArray:
 def _predict_slices(model: LoadedModel, x: FloatArray, batch: int) -> FloatArray:
     half = model.card.spatial.slices // 2 if isinstance(model.card.spatial, Spatial25D) else 0
     padded, (h, w) = _pad_to(x, model.card.tile_multiple)
-    out = _run_batches(model, _slice_stacks(padded, half), batch)
+    out = _run_batches(model, slice_stacks(padded, half), batch)
     return out[:, :h, :w]
 
 
@@ -126,7 +126,7 @@ def _predict_patches(
 
 def translate(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8) -> Volume:
     """Runs ``model`` on ``inputs`` (in the card's input order); output on inputs[0]'s grid."""
-    x, native = _prepare(model, inputs)
+    x, native = prepare_inputs(model.card, inputs)
     spatial = model.card.spatial
     if isinstance(spatial, Spatial3D):
         y = _predict_patches(model, x, spatial, batch_size)

@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import yaml
-from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from inference.geometry import Volume
+from inference.training.figures import panel_figure
+from inference.training.recipes import MR_REFERENCE_LEVEL, reference_units
 from inference.training.simulate import simulate_subject
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +94,8 @@ def write_series(
         ds.ImageOrientationPatient = [*geometry.row_direction, *geometry.column_direction]
         ds.PixelSpacing = [geometry.spacing[1], geometry.spacing[2]]
         ds.SliceThickness = geometry.spacing[0]
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "GR", "SP", ""
-        ds.MRAcquisitionType, ds.EchoTrainLength = "3D", 1
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
+        ds.MRAcquisitionType, ds.EchoTrainLength = "2D", 1
         ds.RepetitionTime, ds.EchoTime = volume.meta.get("tr", ""), volume.meta.get("te", "")
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = geometry.shape[1], geometry.shape[2]
@@ -217,31 +218,6 @@ def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[byte
     return process
 
 
-def _window(image: np.ndarray, lo: float, hi: float) -> Image.Image:
-    scaled = np.clip((image.astype(np.float32) - lo) / (hi - lo) * 255, 0, 255)
-    return Image.fromarray(scaled.astype(np.uint8)).resize(
-        (image.shape[1] * 2, image.shape[0] * 2), Image.Resampling.BILINEAR
-    )
-
-
-def figure(rows: list[tuple[str, list[tuple[str, np.ndarray, float, float]]]], path: Path) -> None:
-    """Rows of captioned panels: (row title, [(caption, image, lo, hi), …])."""
-    panels = [[(c, _window(im, lo, hi)) for c, im, lo, hi in row] for _, row in rows]
-    w = max(sum(p.width for _, p in row) for row in panels)
-    h = sum(max(p.height for _, p in row) + 16 for row in panels)
-    canvas = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
-    y = 0
-    for row in panels:
-        x = 0
-        for caption, panel in row:
-            draw.text((x + 3, y + 2), caption, fill=255)
-            canvas.paste(panel, (x, y + 16))
-            x += panel.width
-        y += max(p.height for _, p in row) + 16
-    canvas.save(path)
-
-
 def _stages(db: Path) -> list[tuple[str, datetime]]:
     with sqlite3.connect(db) as conn:
         q = conn.execute
@@ -284,7 +260,7 @@ def main() -> None:
         "frame": generate_uid(),
         "date": datetime.now(UTC).strftime("%Y%m%d"),
     }
-    t1 = write_series(subject.images["T1"], study, "T1 MPRAGE (simulated)", 3, args.out / "t1")
+    t1 = write_series(subject.images["T1"], study, "T1 SE (simulated)", 3, args.out / "t1")
     t2 = write_series(subject.images["T2"], study, "T2 TSE (simulated)", 4, args.out / "t2")
     pacs = Orthanc(args.out / "orthanc", node_port)
     node = start_node(args.out / "node", node_port, pacs.dicom)
@@ -319,36 +295,31 @@ def main() -> None:
                 path.write_bytes(pacs.get_bytes(f"/instances/{instance}/file"))
                 outputs[modality].append(path)
         k = len(t1) // 2
-        ct_truth, flair_truth = subject.images["CT"].array[k], subject.images["FLAIR"].array[k]
+        ct_truth = subject.images["CT"].array[k]
+        flair_truth = reference_units(subject, "FLAIR")[k]
         ct, flair = _slice(outputs["CT"], k), _slice(outputs["MR"], k)
         lo, hi = np.percentile(subject.images["T1"].array, [1, 99.5])
-        f_hi = float(np.percentile(flair_truth, 99.5))
+        f_hi = 1.1 * MR_REFERENCE_LEVEL
         png = args.out / "demo.png"
-        figure(
+        panel_figure(
             [
-                (
-                    "CT",
-                    [
-                        ("T1 (source)", _slice(t1, k), lo, hi),
-                        ("synthetic CT", ct, -200, 1200),
-                        ("true CT", ct_truth, -200, 1200),
-                        ("difference ±300 HU", ct - ct_truth, -300, 300),
-                    ],
-                ),
-                (
-                    "FLAIR",
-                    [
-                        (
-                            "T2 (source)",
-                            _slice(t2, k),
-                            0,
-                            float(np.percentile(subject.images["T2"].array, 99.5)),
-                        ),
-                        ("synthetic FLAIR", flair, 0, f_hi),
-                        ("true FLAIR", flair_truth, 0, f_hi),
-                        ("difference", flair - flair_truth, -f_hi / 3, f_hi / 3),
-                    ],
-                ),
+                [
+                    ("T1 (source)", _slice(t1, k), lo, hi),
+                    ("synthetic CT", ct, -200, 1200),
+                    ("true CT", ct_truth, -200, 1200),
+                    ("difference ±300 HU", ct - ct_truth, -300, 300),
+                ],
+                [
+                    (
+                        "T2 (source)",
+                        _slice(t2, k),
+                        0,
+                        float(np.percentile(subject.images["T2"].array, 99.5)),
+                    ),
+                    ("synthetic FLAIR", flair, 0, f_hi),
+                    ("true FLAIR", flair_truth, 0, f_hi),
+                    ("difference", flair - flair_truth, -f_hi / 3, f_hi / 3),
+                ],
             ],
             png,
         )

@@ -1,0 +1,183 @@
+"""``python -m inference.training``: train, evaluate and export translation models.
+
+train RECIPE --out models/       simulate, train, export, evaluate, write the card
+evaluate MODEL.onnx              figures on held-out simulated subjects + baseline
+export --factory M:F ...         any torch generator → the node's model contract
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from inference.card import ModelCard
+from inference.registry import load_model
+from inference.training.recipes import HELD_OUT_SEEDS, RECIPES, TRAIN_SEEDS
+
+
+def _seeds(text: str) -> list[int]:
+    """``1000-1023`` or ``1,5,9``."""
+    if "-" in text:
+        first, last = (int(v) for v in text.split("-", 1))
+        return list(range(first, last + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def _print_evaluation(model_path: Path, args: argparse.Namespace) -> dict[str, object]:
+    from inference.training.evaluate import evaluate
+    from inference.training.simulate import simulate_subject
+
+    model = load_model(model_path, ["CPUExecutionProvider"], args.threads)
+    result, baseline = evaluate(
+        model,
+        (simulate_subject(seed) for seed in args.held_out),
+        (simulate_subject(seed) for seed in args.baseline_seeds),
+        figure=args.figure,
+    )
+    report = {
+        "model": result.model_key,
+        "file": str(model_path),
+        "held_out_seeds": f"{args.held_out[0]}-{args.held_out[-1]}",
+        "model_mean": result.mean,
+        "baseline_mean": baseline.mean,
+        "per_subject": result.per_subject,
+        "baseline_per_subject": baseline.per_subject,
+        "inference_seconds_per_subject": result.seconds_per_subject,
+    }
+    print(f"{result.model_key}: {result.summary()}")
+    print(f"baseline: {baseline.summary()}")
+    if args.figure:
+        print(f"figure: {args.figure}")
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.report}")
+    return report
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.training.export import export_model, set_card
+    from inference.training.train import train
+    from inference.training.unet import ARCHITECTURE_KEY
+
+    torch.set_num_threads(args.threads)
+    recipe = RECIPES[args.recipe]
+    if args.steps:
+        recipe = recipe.with_schedule(steps=args.steps)
+    started = time.monotonic()
+    run = train(
+        recipe,
+        args.train_seeds,
+        workers=args.threads,
+        progress=functools.partial(print, flush=True),
+    )
+    path = args.out / f"{recipe.name}.onnx"
+    centre = len(run.data) // 2
+    export = export_model(
+        run.network,
+        recipe.card,
+        path,
+        run.data.inputs[centre : centre + 4],
+        metadata={ARCHITECTURE_KEY: recipe.network.to_json()},
+    )
+    print(f"exported {export}")
+    report = _print_evaluation(path, args)
+    model_mean = report["model_mean"]
+    baseline_mean = report["baseline_mean"]
+    assert isinstance(model_mean, dict) and isinstance(baseline_mean, dict)
+    validation: dict[str, float | str] = {
+        k: round(float(v), 4) for k, v in model_mean.items() if k != "seed"
+    }
+    validation.update(
+        {f"baseline_{k}": round(float(v), 4) for k, v in baseline_mean.items() if k != "seed"}
+    )
+    validation["held_out_subjects"] = (
+        f"{len(args.held_out)} simulated (seeds {args.held_out[0]}-{args.held_out[-1]})"
+    )
+    validation["baseline"] = "intensity-lookup regression on the same inputs"
+    card = recipe.card.model_copy(update={"validation": validation})
+    set_card(path, card)
+    print(
+        f"{recipe.name}: simulation {run.simulate_seconds:.0f} s, training "
+        f"{run.train_seconds:.0f} s, total {time.monotonic() - started:.0f} s "
+        f"({args.threads} threads); card written to {path}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _print_evaluation(args.model, args)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from inference.training.export import export_model
+
+    module_name, _, function = args.factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), function)
+    module = factory()
+    if args.weights:
+        module.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    card = ModelCard.model_validate_json(args.card.read_text())
+    shape = tuple(int(v) for v in args.sample_shape.split(","))
+    sample = np.random.default_rng(0).random(shape, dtype=np.float32)
+    print(export_model(module, card, args.out, sample))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference.training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def evaluation_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--held-out", type=_seeds, default=list(HELD_OUT_SEEDS))
+        p.add_argument(
+            "--baseline-seeds",
+            type=_seeds,
+            default=list(TRAIN_SEEDS)[:4],
+            help="training subjects the lookup baseline is fitted on",
+        )
+        p.add_argument("--figure", type=Path, help="PNG: input | synthetic | truth | difference")
+        p.add_argument("--report", type=Path, help="JSON file for the figures")
+        p.add_argument("--threads", type=int, default=2)
+
+    training = sub.add_parser("train", help="train a reference recipe and export it")
+    training.add_argument("recipe", choices=sorted(RECIPES))
+    training.add_argument("--out", type=Path, default=Path("models"))
+    training.add_argument("--train-seeds", type=_seeds, default=list(TRAIN_SEEDS))
+    training.add_argument("--steps", type=int, help="override the recipe's step count")
+    evaluation_options(training)
+    training.set_defaults(func=_train)
+
+    evaluation = sub.add_parser("evaluate", help="figures of a model on held-out subjects")
+    evaluation.add_argument("model", type=Path)
+    evaluation_options(evaluation)
+    evaluation.set_defaults(func=_evaluate)
+
+    export = sub.add_parser("export", help="export your own torch generator with a card")
+    export.add_argument("--factory", required=True, help="module:function returning the module")
+    export.add_argument("--weights", type=Path, help="a state_dict saved with torch.save")
+    export.add_argument("--card", type=Path, required=True, help="the model card as JSON")
+    export.add_argument("--sample-shape", required=True, help="e.g. 2,3,176,160")
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(func=_export)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

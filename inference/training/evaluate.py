@@ -1,0 +1,175 @@
+"""Quality of a model on held-out simulated subjects, beside the intensity-lookup baseline.
+
+The model runs through the node's own serving path (``inference.predict.translate``),
+so what is measured is what the node would produce. Any model whose input and output
+roles the simulator makes (T1, T2, FLAIR, CT) can be evaluated, a user's included.
+CT is compared in HU; MR, which has no absolute unit, in reference units where the
+head's 99.5th percentile reads 1000 (prediction and truth scaled alike).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from inference.geometry import FloatArray
+from inference.normalize import normalize
+from inference.predict import translate
+from inference.registry import LoadedModel
+from inference.training.baselines import IntensityLookup
+from inference.training.figures import Panel, panel_figure
+from inference.training.metrics import mae, psnr, ssim
+from inference.training.recipes import MR_REFERENCE_LEVEL, reference_units
+from inference.training.simulate import Subject
+
+CT_DATA_RANGE = 4095.0
+"""PSNR and SSIM of CT over −1024…3071 HU, the range a CT image stores."""
+
+SIMULATED_ROLES = ("T1", "T2", "FLAIR", "CT")
+
+
+@dataclass
+class Evaluation:
+    model_key: str
+    seeds: list[int]
+    per_subject: list[dict[str, float]] = field(default_factory=list)
+    seconds_per_subject: float = 0.0
+
+    @property
+    def mean(self) -> dict[str, float]:
+        keys = self.per_subject[0].keys()
+        return {k: float(np.mean([s[k] for s in self.per_subject])) for k in keys}
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} {v:.4g}" for k, v in self.mean.items())
+
+
+def _to_reference(image: FloatArray, head: np.ndarray) -> FloatArray:
+    level = float(np.percentile(image[head], 99.5)) or 1.0
+    return (image * np.float32(MR_REFERENCE_LEVEL / level)).astype(np.float32)
+
+
+def scores(role: str, prediction: FloatArray, subject: Subject) -> dict[str, float]:
+    """The figures of one output against the subject's truth (see the module text)."""
+    truth = reference_units(subject, role)
+    head = subject.head
+    if role == "CT":
+        clipped = np.clip(prediction, -1024, 3071)
+        return {
+            "mae_hu_head": mae(clipped, truth, head),
+            "mae_hu_bone": mae(clipped, truth, subject.bone),
+            "psnr_db": psnr(clipped, truth, head, CT_DATA_RANGE),
+            "ssim": ssim(clipped, truth, head, CT_DATA_RANGE),
+        }
+    scaled = _to_reference(prediction, head)
+    data_range = float(truth[head].max() - truth[head].min())
+    return {
+        "mae_head": mae(scaled, truth, head),
+        "psnr_db": psnr(scaled, truth, head, data_range),
+        "ssim": ssim(scaled, truth, head, data_range),
+    }
+
+
+def _normalised_inputs(model: LoadedModel, subject: Subject) -> FloatArray:
+    return np.stack(
+        [
+            normalize(subject.images[spec.role].array, spec.normalization)
+            for spec in model.card.inputs
+        ]
+    )
+
+
+def fit_baseline(model: LoadedModel, subjects: Iterable[Subject]) -> IntensityLookup:
+    """The lookup baseline for the model's roles, fitted on ``subjects``."""
+    channels = len(model.card.inputs)
+    lookup = IntensityLookup(channels, bins=64 if channels == 1 else 48)
+    for subject in subjects:
+        x = _normalised_inputs(model, subject)[:, subject.head]
+        lookup.fit(x, reference_units(subject, model.card.output.role)[subject.head])
+    return lookup
+
+
+def baseline_prediction(
+    lookup: IntensityLookup, model: LoadedModel, subject: Subject
+) -> FloatArray:
+    """The lookup inside the head; outside it, what surrounds a head: air (CT) or 0 (MR)."""
+    outside = -1000.0 if model.card.output.modality == "CT" else 0.0
+    guess = np.full(subject.head.shape, outside, dtype=np.float32)
+    guess[subject.head] = lookup.predict(_normalised_inputs(model, subject)[:, subject.head])
+    return guess
+
+
+def _check_roles(model: LoadedModel) -> None:
+    roles = [*model.card.input_roles, model.card.output.role]
+    unknown = [r for r in roles if r not in SIMULATED_ROLES]
+    if unknown:
+        raise ValueError(
+            f"{model.card.key}: the simulator makes {', '.join(SIMULATED_ROLES)}, "
+            f"not {', '.join(unknown)}"
+        )
+
+
+def evaluate(
+    model: LoadedModel,
+    subjects: Iterable[Subject],
+    baseline_subjects: Iterable[Subject],
+    *,
+    figure: Path | None = None,
+    batch_size: int = 8,
+) -> tuple[Evaluation, Evaluation]:
+    """The model's and the baseline's figures on held-out ``subjects`` (the baseline is
+    fitted on ``baseline_subjects``); the figure, when asked for, shows the first."""
+    _check_roles(model)
+    role = model.card.output.role
+    lookup = fit_baseline(model, baseline_subjects)
+    result = Evaluation(model.card.key, [])
+    baseline = Evaluation(f"intensity lookup ({model.card.key} roles)", [])
+    elapsed = 0.0
+    for n, subject in enumerate(subjects):
+        seed = subject.seed
+        result.seeds.append(seed)
+        baseline.seeds.append(seed)
+        started = time.monotonic()
+        inputs = [subject.images[r] for r in model.card.input_roles]
+        prediction = translate(model, inputs, batch_size).array
+        elapsed += time.monotonic() - started
+        guess = baseline_prediction(lookup, model, subject)
+        result.per_subject.append({"seed": seed, **scores(role, prediction, subject)})
+        baseline.per_subject.append({"seed": seed, **scores(role, guess, subject)})
+        if n == 0 and figure is not None:
+            side_by_side(model, subject, prediction, guess, figure)
+    result.seconds_per_subject = elapsed / max(1, len(result.seeds))
+    return result, baseline
+
+
+def side_by_side(
+    model: LoadedModel, subject: Subject, prediction: FloatArray, baseline: FloatArray, path: Path
+) -> Path:
+    """Input(s) | synthetic | truth | difference | baseline, at two levels of the head."""
+    role = model.card.output.role
+    truth = reference_units(subject, role)
+    if role == "CT":
+        window, spread, units = (-400.0, 1600.0), 400.0, "HU"
+    else:
+        prediction = _to_reference(prediction, subject.head)
+        baseline = _to_reference(baseline, subject.head)
+        window, spread, units = (0.0, 1.1 * MR_REFERENCE_LEVEL), 300.0, ""
+    depth = truth.shape[0]
+    rows = []
+    for k in (depth // 3, depth // 2 + 4):
+        panels: list[Panel] = []
+        for r in model.card.input_roles:
+            image = subject.images[r].array
+            panels.append((f"{r} (input) z{k}", image[k], 0.0, float(np.percentile(image, 99.5))))
+        panels += [
+            (f"synthetic {role}", prediction[k], *window),
+            (f"true {role}", truth[k], *window),
+            (f"difference ±{spread:g} {units}", prediction[k] - truth[k], -spread, spread),
+            ("baseline (intensity lookup)", baseline[k], *window),
+        ]
+        rows.append(panels)
+    return panel_figure(rows, path)

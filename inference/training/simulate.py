@@ -1,0 +1,320 @@
+"""Simulated paired subjects: T1w, T2w, FLAIR and CT of one head, on one scanner grid.
+
+Each subject is the template (``template.py``) moved by its own random affine and
+smooth deformation, with its own skull, scalp and CSF thickness, frontal sinus, white
+matter lesions, tissue properties, receive-coil bias field, noise and scanner gain, so
+that a held-out seed is a new head, not a copy of a training one. Everything is drawn
+from ``numpy.random.default_rng(seed)``: the same seed gives the same subject, bit for
+bit. Tissue fractions are sampled at three depths per slice and averaged (the slice
+profile) and ramp across one voxel in plane, so partial volume is modelled the same way
+in every contrast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.geometry import FloatArray, Geometry, Volume
+from inference.training.template import Template, load_template
+from inference.training.tissues import SEQUENCES, Tissue, jittered
+
+BoolArray = npt.NDArray[np.bool_]
+
+HEAD_CENTRE_RAS = np.array([0.0, -17.0, 20.0])
+"""Centre of the template head in MNI millimetres: the middle of the field of view."""
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The scanner grid every contrast of a subject is simulated on (axial slices)."""
+
+    pixel_spacing_mm: float = 1.5
+    slice_thickness_mm: float = 3.0
+    rows: int = 176
+    columns: int = 160
+    z_range_mm: tuple[float, float] = (-46.0, 95.0)
+    """Inferior and superior end of the slab, in template millimetres."""
+
+    @property
+    def slices(self) -> int:
+        low, high = self.z_range_mm
+        return int(np.floor((high - low) / self.slice_thickness_mm)) + 1
+
+    def geometry(self, shift_mm: npt.ArrayLike = (0.0, 0.0, 0.0)) -> Geometry:
+        """Axial geometry in patient LPS millimetres, head-first supine."""
+        shift = np.asarray(shift_mm, dtype=float)
+        ps = self.pixel_spacing_mm
+        origin = (
+            -(self.columns - 1) / 2 * ps + shift[0],
+            -HEAD_CENTRE_RAS[1] - (self.rows - 1) / 2 * ps + shift[1],
+            self.z_range_mm[0] + shift[2],
+        )
+        return Geometry(
+            origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+            row_direction=(1.0, 0.0, 0.0),
+            column_direction=(0.0, 1.0, 0.0),
+            slice_direction=(0.0, 0.0, 1.0),
+            spacing=(self.slice_thickness_mm, ps, ps),
+            shape=(self.slices, self.rows, self.columns),
+        )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One simulated head: its images in physical units, and the truth behind them."""
+
+    seed: int
+    images: dict[str, Volume]
+    """``T1``, ``T2``, ``FLAIR`` (scanner units) and ``CT`` (HU), on one grid."""
+    head: BoolArray
+    """Inside the head: everything but the air around it (sinus air included)."""
+    bone: BoolArray
+    """Cortical bone and diploë make up at least half of the voxel."""
+    brain: BoolArray
+    """Inside the brain's hull (brain tissue and the CSF among it)."""
+    fractions: dict[str, FloatArray]
+    """Each tissue's share of every voxel (``tissues.TISSUES`` names; they sum to 1)."""
+
+
+class _Waves:
+    """A smooth random field: a sum of plane waves of wavelengths 60–200 mm."""
+
+    def __init__(self, rng: np.random.Generator, amplitude: float, count: int = 6) -> None:
+        directions = rng.normal(size=(count, 3))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        wavelengths = rng.uniform(60.0, 200.0, size=count)
+        self.k = directions * (2 * np.pi / wavelengths)[:, None]
+        self.phase = rng.uniform(0, 2 * np.pi, size=count)
+        self.amplitude = amplitude / np.sqrt(count / 2)
+
+    def __call__(self, points: FloatArray) -> FloatArray:
+        """Field values at ``points`` (..., 3) in millimetres."""
+        arg = points @ self.k.T + self.phase
+        return (self.amplitude * np.sin(arg).sum(axis=-1)).astype(np.float32)
+
+
+def _rotation(rng: np.random.Generator, max_degrees: tuple[float, float, float]) -> FloatArray:
+    ax, ay, az = (np.deg2rad(rng.uniform(-m, m)) for m in max_degrees)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return np.asarray(rz @ ry @ rx, dtype=np.float64)
+
+
+def _step(distance: FloatArray, boundary: FloatArray | float, width: float) -> FloatArray:
+    """Fraction of a voxel of ``width`` lying beyond ``boundary`` along the distance."""
+    return np.clip((distance - boundary) / width + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _ellipsoid(
+    points: FloatArray, centre: FloatArray, radii: FloatArray, width: float
+) -> FloatArray:
+    """Soft indicator of an axis-aligned ellipsoid, ramping over ``width`` mm."""
+    scaled = np.sqrt((((points - centre) / radii) ** 2).sum(axis=-1))
+    depth = (1.0 - scaled) * float(radii.min())
+    return np.clip(depth / width + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+class _Head:
+    """One subject's anatomy, as tissue fractions at any template-space points."""
+
+    def __init__(self, template: Template, rng: np.random.Generator) -> None:
+        self.template = template
+        self.to_voxel = np.linalg.inv(template.affine)
+        self.csf_gap = float(rng.uniform(1.5, 3.5))
+        self.inner_table = float(rng.uniform(1.2, 2.0))
+        self.diploe = float(rng.uniform(2.0, 4.5))
+        self.outer_table = float(rng.uniform(1.3, 2.3))
+        self.fat = float(rng.uniform(2.0, 6.0))
+        self.skin = float(rng.uniform(1.5, 3.0))
+        self.diploe_waves = _Waves(rng, amplitude=1.2)
+        self.fat_waves = _Waves(rng, amplitude=1.5)
+        self.sinus = self._frontal_sinus(rng) if rng.uniform() < 0.85 else None
+        self.lesions = self._lesions(rng) if rng.uniform() < 0.6 else []
+
+    def _frontal_sinus(self, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """Air inside a thickened frontal bone, above the nose."""
+        z = float(rng.uniform(0.0, 14.0))
+        x = float(rng.uniform(-4.0, 4.0))
+        surface = self.template.hull_point((0.0, 1.0, 0.0), (x, 0.0, z))
+        radii = np.array(
+            [rng.uniform(8.0, 16.0), rng.uniform(3.5, 6.5), rng.uniform(7.0, 13.0)],
+            dtype=np.float32,
+        )
+        depth = self.csf_gap + self.inner_table + radii[1] + 0.5
+        return np.array([x, surface + depth, z], dtype=np.float32), radii
+
+    def _lesions(self, rng: np.random.Generator) -> list[tuple[FloatArray, FloatArray]]:
+        """Periventricular white-matter hyperintensities: small ellipsoids in deep WM."""
+        wm = self.template.wm
+        count = int(rng.integers(1, 7))
+        lesions: list[tuple[FloatArray, FloatArray]] = []
+        while len(lesions) < count:
+            index = np.array([rng.integers(0, n) for n in wm.shape])
+            if wm[tuple(index)] < 0.95:
+                continue
+            centre = (self.template.affine @ np.append(index, 1.0))[:3]
+            if abs(centre[0]) > 40 or not -60 < centre[1] < 40 or not 0 < centre[2] < 50:
+                continue
+            lesions.append(
+                (centre.astype(np.float32), rng.uniform(2.0, 6.0, size=3).astype(np.float32))
+            )
+        return lesions
+
+    def _sample(self, volume: FloatArray, points: FloatArray, outside: float) -> FloatArray:
+        ijk = points @ self.to_voxel[:3, :3].T + self.to_voxel[:3, 3]
+        coords = np.moveaxis(ijk, -1, 0).reshape(3, -1)
+        values = ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=outside)
+        return values.reshape(points.shape[:-1]).astype(np.float32)
+
+    def fractions(
+        self, points: FloatArray, width: float
+    ) -> tuple[dict[str, FloatArray], FloatArray]:
+        """Tissue fractions (summing to 1) at template-space ``points`` (..., 3), and the
+        fraction of each point inside the brain's hull."""
+        s = self._sample(self.template.hull_distance, points, outside=100.0)
+        gm = self._sample(self.template.gm, points, outside=0.0)
+        wm = self._sample(self.template.wm, points, outside=0.0)
+        diploe = np.maximum(self.diploe + self.diploe_waves(points), 1.0)
+        air_in_bone = np.zeros_like(s)
+        if self.sinus is not None:
+            centre, radii = self.sinus
+            near = _ellipsoid(points, centre, radii + np.float32(6.0), 6.0)
+            diploe = np.maximum(diploe, near * (2 * radii[1] + 1.5))
+            air_in_bone = _ellipsoid(points, centre, radii, width)
+        bounds = [0.0, self.csf_gap]
+        for thickness in (self.inner_table, diploe, self.outer_table):
+            bounds.append(bounds[-1] + thickness)
+        bounds.append(bounds[-1] + np.maximum(self.fat + self.fat_waves(points), 0.5))
+        bounds.append(bounds[-1] + self.skin)
+        beyond = [_step(s, b, width) for b in bounds]
+        layers = [beyond[i] - beyond[i + 1] for i in range(len(bounds) - 1)]
+        inside = 1.0 - beyond[0]
+        lesion = np.zeros_like(s)
+        for centre, radii in self.lesions:
+            lesion = np.maximum(lesion, _ellipsoid(points, centre, radii, 1.5))
+        lesion = np.minimum(lesion, wm)
+        brain_csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+        marrow = layers[2] * (1.0 - air_in_bone)
+        fractions = {
+            "gm": gm * inside,
+            "wm": (wm - lesion) * inside,
+            "lesion": lesion * inside,
+            "csf": brain_csf * inside + layers[0],
+            "cortical": layers[1] + layers[3],
+            "marrow": marrow,
+            "air": layers[2] * air_in_bone + beyond[-1],
+            "fat": layers[4],
+            "skin": layers[5],
+        }
+        return fractions, inside
+
+
+def _sample_points(geometry: Geometry, depths: int) -> FloatArray:
+    """Patient (RAS) positions of ``depths`` samples across each voxel's slice thickness:
+    shape (depths, slices, rows, columns, 3)."""
+    k, j, i = (np.arange(n, dtype=np.float64) for n in geometry.shape)
+    offsets = (np.arange(depths) - (depths - 1) / 2) / depths
+    kk = k[None, :, None, None] + offsets[:, None, None, None]
+    jj = j[None, None, :, None]
+    ii = i[None, None, None, :]
+    a = geometry.affine
+    lps = [a[d, 0] * kk + a[d, 1] * jj + a[d, 2] * ii + a[d, 3] for d in range(3)]
+    ras = np.stack(np.broadcast_arrays(-lps[0], -lps[1], lps[2]), axis=-1)
+    return ras.astype(np.float32)
+
+
+def _subject_transform(rng: np.random.Generator) -> tuple[FloatArray, FloatArray, _Waves]:
+    """Patient → template: rotation, anisotropic scale, shift, smooth deformation."""
+    matrix = _rotation(rng, (5.0, 4.0, 6.0)) @ np.diag(rng.uniform(0.92, 1.08, size=3))
+    shift = rng.uniform(-4.0, 4.0, size=3)
+    return matrix.astype(np.float32), shift.astype(np.float32), _Waves(rng, amplitude=2.5)
+
+
+def _to_template(
+    points: FloatArray, matrix: FloatArray, shift: FloatArray, warp: _Waves
+) -> FloatArray:
+    centred = points - HEAD_CENTRE_RAS.astype(np.float32)
+    moved = centred @ matrix.T + HEAD_CENTRE_RAS.astype(np.float32) + shift
+    for axis in range(3):
+        moved[..., axis] += warp(points + np.float32(37.0 * (axis + 1)))
+    return moved
+
+
+def _mr(
+    fractions: dict[str, FloatArray],
+    tissues: dict[str, Tissue],
+    role: str,
+    bias: FloatArray,
+    rng: np.random.Generator,
+) -> FloatArray:
+    sequence = SEQUENCES[role]
+    clean = sum(f * np.float32(sequence.signal(tissues[name])) for name, f in fractions.items())
+    clean = np.asarray(clean, dtype=np.float32) * bias
+    sigma = float(rng.uniform(0.008, 0.02)) * float(np.percentile(clean, 99))
+    real = clean + rng.normal(0.0, sigma, size=clean.shape).astype(np.float32)
+    imaginary = rng.normal(0.0, sigma, size=clean.shape).astype(np.float32)
+    magnitude = np.sqrt(real**2 + imaginary**2)
+    gain = float(rng.uniform(600.0, 3000.0)) / float(np.percentile(magnitude, 99.5))
+    return (magnitude * np.float32(gain)).astype(np.float32)
+
+
+def _ct(
+    fractions: dict[str, FloatArray], tissues: dict[str, Tissue], rng: np.random.Generator
+) -> FloatArray:
+    hu = sum(f * np.float32(tissues[name].hu) for name, f in fractions.items())
+    hu = ndimage.gaussian_filter(np.asarray(hu, dtype=np.float32), sigma=(0.0, 0.4, 0.4))
+    hu += rng.normal(0.0, rng.uniform(4.0, 10.0), size=hu.shape).astype(np.float32)
+    return np.clip(hu, -1024.0, 3071.0).astype(np.float32)
+
+
+def simulate_subject(seed: int, acquisition: Acquisition | None = None) -> Subject:
+    """The subject of ``seed``: T1w, T2w, FLAIR and CT of one head on one grid."""
+    acquisition = acquisition or Acquisition()
+    rng = np.random.default_rng(seed)
+    template = load_template()
+    matrix, shift, warp = _subject_transform(rng)
+    head = _Head(template, rng)
+    tissues = jittered(rng)
+    fov_shift = rng.uniform(-5.0, 5.0, size=3)
+    geometry = acquisition.geometry(fov_shift)
+    depths = 3
+    points = _to_template(_sample_points(geometry, depths), matrix, shift, warp)
+    width = acquisition.pixel_spacing_mm
+    per_depth, inside = head.fractions(points, width)
+    fractions = {name: f.mean(axis=0) for name, f in per_depth.items()}
+    bias_field = _Waves(rng, amplitude=0.12, count=4)
+    bias = np.exp(bias_field(points.mean(axis=0))).astype(np.float32)
+    images = {
+        role: Volume(
+            _mr(fractions, tissues, role, bias, rng),
+            geometry,
+            {
+                "tr": f"{SEQUENCES[role].tr_ms:g}",
+                "te": f"{SEQUENCES[role].te_ms:g}",
+                "ti": f"{SEQUENCES[role].ti_ms:g}",
+            },
+        )
+        for role in ("T1", "T2", "FLAIR")
+    }
+    images["CT"] = Volume(_ct(fractions, tissues, rng), geometry)
+    return Subject(
+        seed=seed,
+        images=images,
+        head=_head_mask(fractions),
+        bone=(fractions["cortical"] + fractions["marrow"]) >= 0.5,
+        brain=inside.mean(axis=0) >= 0.5,
+        fractions=fractions,
+    )
+
+
+def _head_mask(fractions: dict[str, FloatArray]) -> BoolArray:
+    """Voxels that are mostly not the air around the head; sinus air is enclosed by
+    bone, so holes are filled slice by slice."""
+    tissue = fractions["air"] < 0.5
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in tissue])
+    return np.asarray(filled, dtype=bool)
