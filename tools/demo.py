@@ -35,11 +35,12 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from inference.geometry import Volume
 from inference.training.figures import panel_figure
 from inference.training.recipes import MR_REFERENCE_LEVEL, reference_units
-from inference.training.simulate import simulate_subject
+from inference.training.simulate import Acquisition, simulate_subject
 
 ROOT = Path(__file__).resolve().parents[1]
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+T2_ACQUISITION = Acquisition(pixel_spacing_mm=2.0, slice_thickness_mm=4.0, rows=132, columns=120)
 ROUTE_LUA = """
 function OnStableStudy(studyId, tags, metadata)
   RestApiPost('/modalities/node/store',
@@ -174,6 +175,7 @@ class Orthanc:
 
 
 def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[bytes]:
+    folder.mkdir(parents=True)
     config = folder / "config.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -219,11 +221,15 @@ def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[byte
 
 
 def _stages(db: Path) -> list[tuple[str, datetime]]:
+    received = (
+        "FROM instance WHERE series_id NOT IN (SELECT series.id FROM series "
+        "JOIN output_series ON output_series.series_uid = series.series_uid)"
+    )
     with sqlite3.connect(db) as conn:
         q = conn.execute
         stamps = [
-            ("node received the first instance", q("SELECT min(received_at) FROM instance")),
-            ("node received the last instance", q("SELECT max(received_at) FROM instance")),
+            ("node received the first instance", q(f"SELECT min(received_at) {received}")),
+            ("node received the last instance", q(f"SELECT max(received_at) {received}")),
             ("study stable and routed", q("SELECT max(routed_at) FROM study")),
             ("jobs done", q("SELECT max(updated_at) FROM job WHERE state = 'done'")),
             ("outputs delivered to Orthanc", q("SELECT max(delivered_at) FROM delivery")),
@@ -244,6 +250,13 @@ def _slice(path_list: list[Path], k: int) -> np.ndarray:
     )
 
 
+def _nearest_slice(volume: Volume, reference: Volume, k: int) -> int:
+    """The slice of ``volume`` nearest to slice ``k`` of ``reference`` (axial stacks)."""
+    z = reference.geometry.slice_origin(k)[2]
+    depths = [volume.geometry.slice_origin(j)[2] for j in range(volume.geometry.shape[0])]
+    return int(np.argmin(np.abs(np.asarray(depths) - z)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=9001, help="simulated patient")
@@ -254,6 +267,9 @@ def main() -> None:
     node_port = free_port()
     started = time.monotonic()
     subject = simulate_subject(args.seed)
+    # The T2 of the same head on a coarser grid, as a T2 often is: the FLAIR model
+    # resamples it onto the T1's grid by patient coordinates.
+    coarse_t2 = simulate_subject(args.seed, T2_ACQUISITION).images["T2"]
     print(f"simulated patient {args.seed} in {time.monotonic() - started:.1f} s")
     study = {
         "study": generate_uid(),
@@ -261,10 +277,11 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y%m%d"),
     }
     t1 = write_series(subject.images["T1"], study, "T1 SE (simulated)", 3, args.out / "t1")
-    t2 = write_series(subject.images["T2"], study, "T2 TSE (simulated)", 4, args.out / "t2")
+    t2 = write_series(coarse_t2, study, "T2 TSE (simulated)", 4, args.out / "t2")
     pacs = Orthanc(args.out / "orthanc", node_port)
-    node = start_node(args.out / "node", node_port, pacs.dicom)
+    node = None
     try:
+        node = start_node(args.out / "node", node_port, pacs.dicom)
         sent_at = datetime.now(UTC)
         result = subprocess.run(
             ["storescu", "-aec", "ORTHANC", "127.0.0.1", str(pacs.dicom), *map(str, t1 + t2)],
@@ -311,10 +328,10 @@ def main() -> None:
                 ],
                 [
                     (
-                        "T2 (source)",
-                        _slice(t2, k),
+                        "T2 (source, nearest slice)",
+                        _slice(t2, _nearest_slice(coarse_t2, subject.images["T1"], k)),
                         0,
-                        float(np.percentile(subject.images["T2"].array, 99.5)),
+                        float(np.percentile(coarse_t2.array, 99.5)),
                     ),
                     ("synthetic FLAIR", flair, 0, f_hi),
                     ("true FLAIR", flair_truth, 0, f_hi),
@@ -338,8 +355,9 @@ def main() -> None:
         for label, at in sorted(stages, key=lambda s: s[1]):
             print(f"  {label:<38}{(at - sent_at).total_seconds():6.1f}")
     finally:
-        node.send_signal(signal.SIGTERM)
-        node.wait(60)
+        if node is not None:
+            node.send_signal(signal.SIGTERM)
+            node.wait(60)
         pacs.stop()
 
 

@@ -41,7 +41,8 @@ class Evaluation:
 
     @property
     def mean(self) -> dict[str, float]:
-        keys = self.per_subject[0].keys()
+        """Each figure's mean over the subjects."""
+        keys = [k for k in self.per_subject[0] if k != "seed"]
         return {k: float(np.mean([s[k] for s in self.per_subject])) for k in keys}
 
     def summary(self) -> str:
