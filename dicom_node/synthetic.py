@@ -268,7 +268,7 @@ def build_series(
             if keyword in header:
                 ds[keyword] = header[keyword]
         ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = output_instance_uid(series_uid, k)
+        ds.SOPInstanceUID = output_instance_uid(series_uid, str(header.SOPInstanceUID))
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         ds.Modality = card.output.modality
         ds.SeriesInstanceUID = series_uid

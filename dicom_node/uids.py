@@ -2,7 +2,9 @@
 
 The same inputs through the same model version always give the same Series and SOP
 Instance UIDs, so a re-run (a resent study, a restart mid-way) replaces its earlier
-output at the destination instead of adding a second series. UIDs take the 2.25 form
+output at the destination instead of adding a second series. The series UID comes from
+the input series UIDs, the model id and its version; each instance's from the series
+UID and the SOP Instance UID of the source slice it was made from. UIDs take the 2.25 form
 (PS3.5 B.2): the decimal value of a UUID, here a name-based UUID version 8 (RFC 9562)
 built from a SHA-256 of the names.
 """
@@ -28,8 +30,15 @@ def output_series_uid(input_series_uids: Sequence[str], model_id: str, model_ver
     return uid_from_names("series", *input_series_uids, model_id, model_version)
 
 
-def output_instance_uid(output_series: str, slice_index: int) -> str:
-    return uid_from_names("instance", output_series, str(slice_index))
+def output_instance_uid(output_series: str, source_instance_uid: str) -> str:
+    """The output instance made from the first input's slice ``source_instance_uid``.
+
+    Tied to the source slice rather than to a slice index: when a study gains slices
+    after its output was delivered and the job runs again, every output instance keeps
+    the UID of the same position, so a destination that keeps first copies never ends
+    with two different slices under one UID or one position under two UIDs.
+    """
+    return uid_from_names("instance", output_series, source_instance_uid)
 
 
 IMPLEMENTATION_VERSION_NAME = f"DICOMNODE_{__version__}"[:16]

@@ -34,7 +34,7 @@ def test_same_inputs_give_the_same_uids() -> None:
     a = output_series_uid(["1.2.3", "1.2.4"], "mr-t1t2-to-flair", "1.0.0")
     b = output_series_uid(["1.2.3", "1.2.4"], "mr-t1t2-to-flair", "1.0.0")
     assert a == b
-    assert output_instance_uid(a, 7) == output_instance_uid(b, 7)
+    assert output_instance_uid(a, "1.2.3.7") == output_instance_uid(b, "1.2.3.7")
 
 
 def test_uid_derivation_is_pinned_across_releases() -> None:
@@ -42,7 +42,7 @@ def test_uid_derivation_is_pinned_across_releases() -> None:
     destination, not add a second series: the derivation must never change."""
     series = output_series_uid(["1.2.3"], "mr-t1-to-ct", "1.0.0")
     assert series == "2.25.59730984705397875746262311949752851258"
-    assert output_instance_uid(series, 0) == "2.25.285715209688866730092703637433896466470"
+    assert output_instance_uid(series, "1.2.3.1") == "2.25.102146606615446899917895639747550802312"
 
 
 def test_uids_differ_for_other_slices_models_versions_and_inputs() -> None:
@@ -56,11 +56,12 @@ def test_uids_differ_for_other_slices_models_versions_and_inputs() -> None:
     }
     assert len(series) == 6
     base = output_series_uid(["1.2.3"], "mr-t1-to-ct", "1.0.0")
-    instances = [output_instance_uid(base, k) for k in range(500)]
+    sources = [f"1.2.3.{k}" for k in range(500)]
+    instances = [output_instance_uid(base, uid) for uid in sources]
     assert len(set(instances)) == 500
     assert base not in instances
     other = output_series_uid(["1.2.3"], "mr-t1-to-ct", "1.0.1")
-    assert not set(instances) & {output_instance_uid(other, k) for k in range(500)}
+    assert not set(instances) & {output_instance_uid(other, uid) for uid in sources}
 
 
 def test_input_order_matters_for_multi_input_models() -> None:
@@ -72,9 +73,9 @@ def test_input_order_matters_for_multi_input_models() -> None:
 
 
 def test_series_and_instance_namespaces_do_not_collide() -> None:
-    # "instance" + (series, k) vs "series" + (inputs, model, version) with the same names.
+    # "instance" + (series, source) vs "series" + (inputs, model, version), same names.
     assert uid_from_names("series", "a", "0") != uid_from_names("instance", "a", "0")
-    assert output_instance_uid("x", 0) != output_series_uid(["x"], "0", "")
+    assert output_instance_uid("x", "0") != output_series_uid(["x"], "0", "")
 
 
 @settings(database=None)  # no example database written into the working tree
@@ -82,14 +83,14 @@ def test_series_and_instance_namespaces_do_not_collide() -> None:
     inputs=st.lists(st.text(min_size=1, max_size=64), min_size=1, max_size=4),
     model=st.text(max_size=64),
     version=st.text(max_size=32),
-    k=st.integers(0, 100_000),
+    source=st.text(alphabet="0123456789.", min_size=1, max_size=64),
 )
 def test_every_derived_uid_is_a_valid_2_25_uid(
-    inputs: list[str], model: str, version: str, k: int
+    inputs: list[str], model: str, version: str, source: str
 ) -> None:
     series = output_series_uid(inputs, model, version)
     _assert_valid_2_25(series)
-    _assert_valid_2_25(output_instance_uid(series, k))
+    _assert_valid_2_25(output_instance_uid(series, source))
     assert series == output_series_uid(list(inputs), model, version)
 
 
