@@ -25,6 +25,7 @@ from pynetdicom import (
     AllStoragePresentationContexts,
     evt,
 )
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -32,9 +33,14 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicom_node import polling, qr
+from dicom_node import polling, qr, socket_reads, store_responses
 from dicom_node.access import AccessPolicy
-from dicom_node.attributes import number, series_attributes, study_attributes
+from dicom_node.attributes import (
+    LAST_INDEXED_TAG,
+    HeaderReader,
+    series_attributes,
+    study_attributes,
+)
 from dicom_node.config import Config
 from dicom_node.filemeta import file_meta
 from dicom_node.logs import emit, get_logger
@@ -67,7 +73,6 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.203",  # HTJ2K
 )
 
-PIXEL_DATA = 0x7FE00010
 _UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 """Digits and dots (PS3.5 9.1). Leading zeros in a component, which the standard
 forbids but some modalities write, are tolerated: refusing them would refuse studies."""
@@ -77,8 +82,8 @@ class InvalidInstance(ValueError):
     """The data set cannot be indexed (missing or malformed identifying UIDs)."""
 
 
-def _uid(ds: Dataset, keyword: str) -> str:
-    value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+def _uid(header: HeaderReader, keyword: str) -> str:
+    value = header.text(keyword, 65)
     if not value:
         raise InvalidInstance(f"{keyword} is missing")
     if len(value) > 64 or not _UID_PATTERN.fullmatch(value):
@@ -100,10 +105,11 @@ def describe_instance(
     The SOP Class and Instance UIDs come from the C-STORE request's command set
     (PS3.7 9.1.1) and must agree with the data set's own.
     """
-    study_uid = _uid(ds, "StudyInstanceUID")
-    series_uid = _uid(ds, "SeriesInstanceUID")
+    header = HeaderReader(ds)
+    study_uid = _uid(header, "StudyInstanceUID")
+    series_uid = _uid(header, "SeriesInstanceUID")
     for keyword, expected in (("SOPInstanceUID", sop_instance_uid), ("SOPClassUID", sop_class_uid)):
-        own = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+        own = header.text(keyword, 65)
         if own and own != expected:
             raise InvalidInstance(f"{keyword} {own} differs from the request's {expected}")
     if not _UID_PATTERN.fullmatch(sop_instance_uid) or len(sop_instance_uid) > 64:
@@ -114,14 +120,14 @@ def describe_instance(
         sop_instance_uid=sop_instance_uid,
         sop_class_uid=sop_class_uid,
         transfer_syntax_uid=transfer_syntax_uid,
-        modality=str(ds.get("Modality", "") or "")[:16],
+        modality=header.text("Modality", 16),
         spool_key=instance_key(study_uid, series_uid, sop_instance_uid),
         size_bytes=size_bytes,
         calling_ae=calling_ae,
         received_at=received_at,
-        study=study_attributes(ds),
-        series=series_attributes(ds),
-        instance_number=number(ds, "InstanceNumber"),
+        study=study_attributes(header),
+        series=series_attributes(header),
+        instance_number=header.number("InstanceNumber"),
     )
 
 
@@ -251,7 +257,8 @@ def _part10(event: Event, rec: ReceivedInstance) -> list[bytes | memoryview]:
 
 
 def _header(event: Event) -> Dataset:
-    """The data set up to its pixel data: what indexing needs, without reading pixels."""
+    """The data set up to the last attribute indexing reads (well before the pixels),
+    its elements left raw (``attributes.HeaderReader`` reads them)."""
     syntax = event.context.transfer_syntax
     if syntax.is_deflated:
         return event.dataset
@@ -261,7 +268,7 @@ def _header(event: Event) -> Dataset:
         stream,
         syntax.is_implicit_VR,
         syntax.is_little_endian,
-        stop_when=lambda tag, _vr, _length: tag >= PIXEL_DATA,
+        stop_when=lambda tag, _vr, _length: tag > LAST_INDEXED_TAG,
     )
 
 
@@ -361,6 +368,13 @@ class StorageSCP:
         ]
         node = self.config.node
         polling.install()
+        socket_reads.install()
+        store_responses.install()
+        # pynetdicom's own per-message log handlers format every PDU and DIMSE message
+        # (and copy every received data set to test it for emptiness) even though its
+        # logger is held at WARNING (dicom_node.logs): a fifth of the receive path's CPU.
+        # The node logs its own events instead. Applies to associations made from now on.
+        pynetdicom_config.LOG_HANDLER_LEVEL = "none"
         tls = server_context(node.tls, self.config.path) if node.tls else None
         server = self._make_ae().start_server(
             (node.host, node.port), block=False, evt_handlers=handlers, ssl_context=tls

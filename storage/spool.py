@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 _TMP_SUFFIX = ".partial"
+_FOLDER_CACHE = 4096
+"""Resolved spool folders remembered (one per study); forgotten all at once when full."""
 
 
 class SpoolError(OSError):
@@ -88,13 +90,33 @@ class Spool:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
+        self._folders: dict[str, Path] = {}
 
     def path(self, key: str) -> Path:
-        """The file a key names; refuses a key that would leave the spool."""
-        p = (self.root / key).resolve()
-        if not p.is_relative_to(self.root):
+        """The file a key names; refuses a key that would leave the spool, through
+        ``..`` or through a symbolic link.
+
+        A folder, once it exists and resolves inside the spool, is remembered, so the
+        receive path pays the resolution (several system calls) once per study rather
+        than once per instance.
+        """
+        folder, _, name = key.rpartition("/")
+        if name in ("", ".", ".."):
             raise SpoolError(f"spool key {key!r} leaves the spool")
-        return p
+        return self._folder(key, folder) / name
+
+    def _folder(self, key: str, folder: str) -> Path:
+        known = self._folders.get(folder)
+        if known is not None:
+            return known
+        resolved = (self.root / folder).resolve()
+        if not resolved.is_relative_to(self.root):
+            raise SpoolError(f"spool key {key!r} leaves the spool")
+        if resolved.is_dir():
+            if len(self._folders) >= _FOLDER_CACHE:
+                self._folders.clear()
+            self._folders[folder] = resolved
+        return resolved
 
     def write(self, key: str, data: bytes | memoryview | Sequence[bytes | memoryview]) -> int:
         """Durably stores ``data`` (one buffer, or several written one after the other, so

@@ -211,3 +211,48 @@ def test_node_polls_fast_only_while_instances_flow(
     assert stored_ok(storescu("127.0.0.1", _port(node), "DICOMNODE", paths)) == 1
     assert polling.busy()
     wait_until(lambda: not polling.busy(), 5, what="the busy window to close")
+
+
+def _jobs_done(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM job WHERE state = 'done'").fetchone()[0])
+
+
+def test_malformed_patient_values_never_reach_the_node_output(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """pydicom's value checks quote the value they refuse ("Invalid value for VR LO:
+    'PID…'"): a patient ID or name with a control character must not reach the node's
+    stderr that way, neither while receiving nor while synthesizing."""
+    from conftest import write_config
+
+    from peers import NodeProcess, free_port
+
+    study = StudySpec(patient_name="Doe^Secretname\x07", patient_id="PID\x01SECRET-7")
+    datasets = axial_series(study, ramp_pixels(slices=3))
+    with pydicom.config.disable_value_validation():
+        paths = write_series(datasets, tmp_path / "in")
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        {
+            "node": {"port": port},
+            "inference": {"models_dir": str(models_dir)},
+            "destinations": [
+                {"name": "nowhere", "ae_title": "NOWHERE", "host": "127.0.0.1", "port": free_port()}
+            ],
+            "routes": [{"model": "mr-t1-to-ct", "send_to": ["nowhere"]}],
+            "logging": {"level": "DEBUG"},
+        },
+    )
+    node = NodeProcess(config, port).start()
+    try:
+        assert stored_ok(storescu("127.0.0.1", port, "DICOMNODE", paths)) == 3
+        db = tmp_path / "var" / "node.db"
+        wait_until(lambda: _jobs_done(db) == 1, 60, what="the job on the malformed study to finish")
+    finally:
+        node.stop()
+    output = (tmp_path / "node.log").read_text()
+    assert "job.done" in output
+    for secret in ("SECRET", "Secretname"):
+        assert secret not in output
