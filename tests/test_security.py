@@ -227,7 +227,10 @@ def test_sigterm_mid_association_loses_no_acknowledged_instance(
     port = free_port()
     config = write_config(tmp_path, {"node": {"port": port, "stable_seconds": 600}}, signing_keys)
     node = NodeProcess(config, port).start()
-    paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=150)), tmp_path / "in")
+    # long enough that the stop lands mid-association however fast the node receives
+    slices = 600
+    pixels = ramp_pixels(slices=slices, rows=128, cols=128)
+    paths = write_series(axial_series(StudySpec(), pixels), tmp_path / "in")
     try:
         sender = subprocess.Popen(
             ["storescu", "-v", "-aec", "DICOMNODE", "127.0.0.1", str(port), *map(str, paths)],
@@ -240,7 +243,7 @@ def test_sigterm_mid_association_loses_no_acknowledged_instance(
         assert node.signal(signal.SIGTERM) == 0
         output, _ = sender.communicate(timeout=60)
         acknowledged = output.count("Received Store Response (Success)")
-        assert 20 <= acknowledged < 150, "stopped mid-association"
+        assert 20 <= acknowledged < slices, "stopped mid-association"
         assert _count(tmp_path) >= acknowledged
         log = (tmp_path / "node.log").read_text()
         assert '"event": "scp.stopped"' in log and '"event": "node.stopped"' in log
