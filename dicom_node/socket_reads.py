@@ -1,13 +1,14 @@
 """PDUs read from the socket in large pieces instead of pynetdicom's 4 KiB loop.
 
 pynetdicom 3's ``AssociationSocket.recv`` reads a PDU 4096 bytes at a time and grows a
-``bytearray`` with each piece: a 512 KiB CT slice arriving as one P-DATA PDU costs 128
-``recv`` calls, each taking and releasing the GIL beside the handler thread. Profiled
-with py-spy on the ingest benchmark, the DUL thread spent about 1 ms per instance there
-(docs/benchmarks.md). ``fast_recv`` keeps the method's contract — block until
-``nr_bytes`` have been read, return them as a ``bytearray``, return what was read so
-far when the peer closes — but reads straight into one buffer of the final size with
-``recv_into``, as much as the kernel has each time.
+``bytearray`` with each piece: a 512 KiB CT slice (sent by DCMTK in 128 KiB P-DATA
+PDUs) costs 128 ``recv`` calls, each taking and releasing the GIL beside the handler
+thread. Profiled with py-spy on the ingest benchmark, the DUL thread spent about 1 ms
+per instance there (under the profiler; docs/benchmarks.md). ``fast_recv`` keeps the
+method's contract — block until ``nr_bytes`` have been read, return them as a
+``bytearray``, return what was read so far when the peer closes — but reads straight
+into one buffer of the final size with ``recv_into``, as much as the kernel has each
+time.
 
 ``install`` checks that pynetdicom's method is still the one this replaces (by its
 qualified name and signature) and refuses to patch anything else.

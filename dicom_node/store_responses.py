@@ -2,8 +2,9 @@
 
 pynetdicom turns every response primitive into a pydicom ``Dataset`` (each element set
 through pydicom's value validation) and encodes it twice — once to measure the Command
-Group Length, once to send it. For a C-STORE-RSP that is a third of pynetdicom's CPU
-time per received instance (yappi, docs/benchmarks.md), for seven fixed elements. A
+Group Length, once to send it. For a C-STORE-RSP that was about a third of the node
+process's CPU time per received instance (yappi, docs/benchmarks.md), for seven fixed
+elements. A
 plain C-STORE-RSP (no Offending Element or Error Comment) is therefore written here as
 the bytes PS3.7 E.1 defines — Implicit VR Little Endian, elements in tag order, UIDs
 padded with a NUL to even length — and handed to the DUL as one P-DATA primitive, the

@@ -221,9 +221,10 @@ def _jobs_done(db: Path) -> int:
 def test_malformed_patient_values_never_reach_the_node_output(
     tmp_path: Path, models_dir: Path
 ) -> None:
-    """pydicom's value checks quote the value they refuse ("Invalid value for VR LO:
-    'PID…'"): a patient ID or name with a control character must not reach the node's
-    stderr that way, neither while receiving nor while synthesizing."""
+    """A patient ID or name with a control character, received and synthesized from,
+    never reaches the node's output: not through its own logs, nor through a library's
+    warnings (pydicom's value checks quote the values they refuse, for the VRs they
+    check)."""
     from conftest import write_config
 
     from peers import NodeProcess, free_port

@@ -23,7 +23,7 @@ from inference.registry import LoadedModel
 from inference.training.baselines import IntensityLookup
 from inference.training.figures import Panel, panel_figure
 from inference.training.metrics import mae, psnr, ssim
-from inference.training.recipes import MR_REFERENCE_LEVEL, reference_units
+from inference.training.recipes import MR_REFERENCE_LEVEL, reference_units, to_reference
 from inference.training.simulate import Subject
 
 CT_DATA_RANGE = 4095.0
@@ -35,9 +35,12 @@ SIMULATED_ROLES = ("T1", "T2", "FLAIR", "CT")
 @dataclass
 class Evaluation:
     model_key: str
-    seeds: list[int]
     per_subject: list[dict[str, float]] = field(default_factory=list)
     seconds_per_subject: float = 0.0
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s["seed"]) for s in self.per_subject]
 
     @property
     def mean(self) -> dict[str, float]:
@@ -47,11 +50,6 @@ class Evaluation:
 
     def summary(self) -> str:
         return ", ".join(f"{k} {v:.4g}" for k, v in self.mean.items())
-
-
-def _to_reference(image: FloatArray, head: np.ndarray) -> FloatArray:
-    level = float(np.percentile(image[head], 99.5)) or 1.0
-    return (image * np.float32(MR_REFERENCE_LEVEL / level)).astype(np.float32)
 
 
 def scores(role: str, prediction: FloatArray, subject: Subject) -> dict[str, float]:
@@ -66,7 +64,7 @@ def scores(role: str, prediction: FloatArray, subject: Subject) -> dict[str, flo
             "psnr_db": psnr(clipped, truth, head, CT_DATA_RANGE),
             "ssim": ssim(clipped, truth, head, CT_DATA_RANGE),
         }
-    scaled = _to_reference(prediction, head)
+    scaled = to_reference(prediction, head)
     data_range = float(truth[head].max() - truth[head].min())
     return {
         "mae_head": mae(scaled, truth, head),
@@ -127,13 +125,11 @@ def evaluate(
     _check_roles(model)
     role = model.card.output.role
     lookup = fit_baseline(model, baseline_subjects)
-    result = Evaluation(model.card.key, [])
-    baseline = Evaluation(f"intensity lookup ({model.card.key} roles)", [])
+    result = Evaluation(model.card.key)
+    baseline = Evaluation(f"intensity lookup ({model.card.key} roles)")
     elapsed = 0.0
     for n, subject in enumerate(subjects):
         seed = subject.seed
-        result.seeds.append(seed)
-        baseline.seeds.append(seed)
         started = time.monotonic()
         inputs = [subject.images[r] for r in model.card.input_roles]
         prediction = translate(model, inputs, batch_size).array
@@ -156,8 +152,8 @@ def side_by_side(
     if role == "CT":
         window, spread, units = (-400.0, 1600.0), 400.0, "HU"
     else:
-        prediction = _to_reference(prediction, subject.head)
-        baseline = _to_reference(baseline, subject.head)
+        prediction = to_reference(prediction, subject.head)
+        baseline = to_reference(baseline, subject.head)
         window, spread, units = (0.0, 1.1 * MR_REFERENCE_LEVEL), 300.0, ""
     depth = truth.shape[0]
     rows = []

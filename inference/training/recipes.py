@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.card import (
     InputSpec,
@@ -69,14 +70,17 @@ class Recipe:
         return replace(self, schedule=replace(self.schedule, **changes))
 
 
-def reference_units(subject: Subject, role: str) -> FloatArray:
-    """CT in HU as simulated; MR scaled so that the head's 99.5th percentile reads
+def to_reference(image: FloatArray, head: npt.NDArray[np.bool_]) -> FloatArray:
+    """An MR image scaled so that the head's 99.5th percentile reads
     :data:`MR_REFERENCE_LEVEL`."""
-    image = subject.images[role].array
-    if role == "CT":
-        return image
-    level = float(np.percentile(image[subject.head], 99.5))
+    level = float(np.percentile(image[head], 99.5)) or 1.0
     return (image * np.float32(MR_REFERENCE_LEVEL / level)).astype(np.float32)
+
+
+def reference_units(subject: Subject, role: str) -> FloatArray:
+    """CT in HU as simulated; MR in reference units (:func:`to_reference`)."""
+    image = subject.images[role].array
+    return image if role == "CT" else to_reference(image, subject.head)
 
 
 _MR_INPUT = PercentileNorm(low=0.5, high=99.5, floor=None, clip=(-0.5, 2.0))
