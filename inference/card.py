@@ -75,7 +75,23 @@ class ZScoreNorm(_Strict):
     clip: tuple[float, float] | None = None
 
 
-Normalization = Annotated[LinearNorm | PercentileNorm | ZScoreNorm, Field(discriminator="method")]
+class ForegroundNorm(_Strict):
+    """Divides by the ``high`` percentile of the volume's foreground: the voxels above the
+    Otsu threshold that separates tissue from background.
+
+    Zero signal stays zero and the scale does not depend on how much background the
+    field of view holds, so a tightly cropped series and one with wide margins of air
+    are scaled alike.
+    """
+
+    method: Literal["foreground"] = "foreground"
+    high: float = Field(99.0, gt=0, le=100)
+    clip: tuple[float, float] | None = (0.0, 2.0)
+
+
+Normalization = Annotated[
+    LinearNorm | PercentileNorm | ZScoreNorm | ForegroundNorm, Field(discriminator="method")
+]
 
 
 class InputSpec(_Strict):

@@ -1,14 +1,15 @@
 """Intensity normalisation of model inputs and its inverse for outputs, as the card says.
 
-Statistics (percentiles, mean/std) are taken over the whole input volume, not per
-slice, so that every slice of a series is scaled alike.
+Statistics (percentiles, mean/std) are taken over the whole input volume (or its
+foreground), not per slice, so that every slice of a series is scaled alike.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from inference.card import LinearNorm, Normalization, PercentileNorm, ZScoreNorm
+from inference.card import ForegroundNorm, LinearNorm, Normalization, PercentileNorm, ZScoreNorm
+from inference.foreground import foreground_mask
 from inference.geometry import FloatArray
 
 
@@ -41,6 +42,9 @@ def normalize(volume: FloatArray, norm: Normalization) -> FloatArray:
         std = float(values.std()) or 1.0
         x -= np.float32(values.mean())
         x /= np.float32(std)
+    elif isinstance(norm, ForegroundNorm):
+        level = float(np.percentile(volume[foreground_mask(volume)], norm.high)) or 1.0
+        x /= np.float32(level)
     return _clip(x, norm.clip)
 
 

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from inference.card import (
     CARD_KEY,
+    ForegroundNorm,
     LinearNorm,
     ModelCard,
     ModelCardError,
@@ -25,6 +26,7 @@ from inference.card import (
     ZScoreNorm,
     parse_card,
 )
+from inference.foreground import foreground_mask, otsu_threshold
 from inference.geometry import Geometry, Volume
 from inference.normalize import denormalize, normalize
 from inference.predict import InferenceError, translate
@@ -680,6 +682,36 @@ def test_zscore_uses_mean_and_std_of_the_foreground() -> None:
     np.testing.assert_allclose(y, (x - fg.mean()) / fg.std(), rtol=1e-4, atol=1e-4)
     whole = normalize(x, ZScoreNorm(clip=(-1.0, 1.0)))
     assert whole.min() == -1.0 and whole.max() == 1.0
+
+
+def _noisy_head(background_rows: int) -> np.ndarray:
+    """A bright disc in a noisy 64² field of view, surrounded by ``background_rows`` more
+    rows and columns of background noise on every side."""
+    rng = np.random.default_rng(5)
+    jj, ii = np.mgrid[:64, :64] - 31.5
+    head = np.where(np.hypot(jj, ii) < 28, 800.0 + 200.0 * (ii > 0), 0.0)
+    x = np.abs(head + rng.normal(0, 15, size=(6, 64, 64)))
+    margin = np.abs(rng.normal(0, 15, size=(6, 64 + 2 * background_rows, 64 + 2 * background_rows)))
+    margin[:, background_rows : background_rows + 64, background_rows : background_rows + 64] = x
+    return margin.astype(np.float32)
+
+
+def test_foreground_normalisation_does_not_depend_on_the_background_in_the_field_of_view() -> None:
+    tight, wide = _noisy_head(0), _noisy_head(96)
+    for x in (tight, wide):
+        assert foreground_mask(x).mean() < 0.9
+    a = normalize(tight, ForegroundNorm(clip=None))
+    b = normalize(wide, ForegroundNorm(clip=None))
+    centre = (slice(None), slice(96 + 10, 96 + 54), slice(96 + 10, 96 + 54))
+    np.testing.assert_allclose(a[:, 10:54, 10:54], b[centre], rtol=0.01, atol=1e-3)
+    assert abs(float(np.percentile(b[foreground_mask(wide)], 99)) - 1.0) < 1e-3
+
+
+def test_otsu_splits_background_from_tissue_and_a_constant_volume_keeps_every_voxel() -> None:
+    x = _noisy_head(32)
+    threshold = otsu_threshold(x)
+    assert 60 < threshold < 750
+    assert foreground_mask(np.full((2, 4, 4), 7.0, dtype=np.float32)).all()
 
 
 def test_denormalisation_inverts_the_linear_map_and_clips_to_the_value_range() -> None:

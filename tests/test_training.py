@@ -48,7 +48,7 @@ def test_a_few_steps_train_export_and_run_through_the_node(tmp_path: Path) -> No
     run = train(recipe, [1000], progress=lambda _: None)
     assert len(run.losses) == 3 and all(np.isfinite(run.losses))
     path = tmp_path / "tiny.onnx"
-    report = export_model(run.network, recipe.card, path, run.data.inputs[10:12])
+    report = export_model(run.network, recipe.card, path, run.sample)
     assert report.max_abs_difference <= report.tolerance
     assert report.ir_version == 10
 
@@ -64,13 +64,14 @@ def test_a_few_steps_train_export_and_run_through_the_node(tmp_path: Path) -> No
 def test_a_multi_input_recipe_stacks_each_input_s_neighbours(tmp_path: Path) -> None:
     recipe = tiny(FLAIR, steps=1)
     data = build_slices(recipe, [1000])
-    assert data.inputs.shape[1] == 6
+    stack = data.stack(0, 5)
+    assert stack.shape == (6, 96, 80)
     t1_only = build_slices(
         replace(recipe, card=recipe.card.model_copy(update={"inputs": recipe.card.inputs[:1]})),
         [1000],
     )
-    assert np.array_equal(data.inputs[:, :3], t1_only.inputs)
-    assert data.targets.shape == (len(data), 1, 96, 80)
+    assert np.array_equal(stack[:3], t1_only.stack(0, 5))
+    assert data.subjects[0].target.shape == (len(data), 96, 80)
 
 
 def test_training_is_deterministic_for_a_seed() -> None:
@@ -84,10 +85,12 @@ def test_training_is_deterministic_for_a_seed() -> None:
         assert torch.equal(a, b)
 
 
-def test_subjects_at_another_spacing_than_the_card_are_refused() -> None:
-    recipe = replace(tiny(SCT), acquisition=Acquisition(pixel_spacing_mm=2.5, rows=96, columns=96))
-    with pytest.raises(ValueError, match="card's pixel spacing"):
-        build_slices(recipe, [1000])
+def test_subjects_on_another_grid_are_brought_to_the_card_spacing_with_their_targets() -> None:
+    recipe = replace(tiny(SCT), acquisition=Acquisition(pixel_spacing_mm=2.0, rows=96, columns=72))
+    (examples,) = build_slices(recipe, [1000]).subjects
+    assert examples.inputs.shape[2:] == (64, 48)
+    assert examples.target.shape[1:] == examples.head.shape[1:] == (64, 48)
+    assert (examples.target[examples.head] * 1000 > -900).mean() > 0.9
 
 
 def test_crops_stay_inside_the_slices_and_centre_on_the_head() -> None:
@@ -192,15 +195,16 @@ def test_a_users_generator_exports_from_the_command_line_and_validates(tmp_path:
         check=False,
     )
     assert validated.returncode == 0, validated.stdout + validated.stderr
-    assert validated.stdout.startswith("OK mine.onnx: my-t1-to-ct@1.0.0")
+    assert validated.stdout.startswith(f"OK mine.onnx: my-t1-to-ct@{SCT.card.version}")
 
 
 def test_subjects_simulated_in_parallel_are_the_same_as_one_by_one() -> None:
     recipe = tiny(SCT)
     serial = build_slices(recipe, [1000, 1001])
     parallel = build_slices(recipe, [1000, 1001], workers=2)
-    assert np.array_equal(serial.inputs, parallel.inputs)
-    assert np.array_equal(serial.targets, parallel.targets)
+    for a, b in zip(serial.subjects, parallel.subjects, strict=True):
+        assert np.array_equal(a.inputs, b.inputs)
+        assert np.array_equal(a.target, b.target)
 
 
 def test_an_exported_unet_comes_back_to_torch_with_the_same_weights(tmp_path: Path) -> None:
@@ -212,7 +216,7 @@ def test_an_exported_unet_comes_back_to_torch_with_the_same_weights(tmp_path: Pa
     recipe = tiny(SCT, steps=2)
     run = train(recipe, [1000], progress=lambda _: None)
     path = tmp_path / "m.onnx"
-    sample = run.data.inputs[8:12]
+    sample = run.sample
     metadata = {ARCHITECTURE_KEY: recipe.network.to_json()}
     export_model(run.network, recipe.card, path, sample, metadata=metadata)
     back = from_onnx(onnx.load(path))

@@ -1,6 +1,10 @@
-"""Training examples: network inputs and targets per slice, prepared exactly as the node
-prepares its inputs in service (``inference.predict.prepare_inputs``), and random crops
-of them for training.
+"""Training examples: network inputs and targets per subject, prepared exactly as the
+node prepares its inputs in service (``inference.predict.prepare_inputs``), and random
+crops of slice stacks from them for training.
+
+Subjects come on their own grids (randomised spacing, thickness, field of view), so each
+is kept whole on the card's in-plane spacing and stacks are cut from it when a batch is
+drawn.
 """
 
 from __future__ import annotations
@@ -14,86 +18,107 @@ import numpy.typing as npt
 
 from inference.card import Spatial25D
 from inference.geometry import FloatArray
-from inference.predict import prepare_inputs, slice_stacks
+from inference.predict import prepare_inputs
+from inference.resample import zoom_in_plane
 from inference.training.recipes import Recipe
-from inference.training.simulate import Subject, simulate_subject
+from inference.training.simulate import Subject
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class SubjectExamples:
+    """One subject on the card's grid: normalised inputs (C, D, H, W), target (D, H, W)
+    in the network's output units, and the head mask (D, H, W)."""
+
+    inputs: npt.NDArray[np.float16]
+    target: FloatArray
+    head: BoolArray
+
+    @property
+    def slices(self) -> int:
+        return int(self.target.shape[0])
 
 
 @dataclass(frozen=True)
 class SliceSet:
-    """Every slice of some subjects: inputs (N, C, H, W), targets (N, 1, H, W) and
-    head masks (N, H, W)."""
+    """The examples of some subjects, and how many neighbours each side a stack holds."""
 
-    inputs: FloatArray
-    targets: FloatArray
-    head: npt.NDArray[np.bool_]
+    subjects: list[SubjectExamples]
+    half: int
 
     def __len__(self) -> int:
-        return int(self.inputs.shape[0])
+        return sum(s.slices for s in self.subjects)
+
+    def stack(self, subject: int, k: int) -> FloatArray:
+        """Slice ``k`` of a subject with its neighbours (clamped at the ends) as channels:
+        what the network takes, (C × (2·half+1), H, W)."""
+        x = self.subjects[subject].inputs
+        index = np.clip(np.arange(k - self.half, k + self.half + 1), 0, x.shape[1] - 1)
+        return x[:, index].reshape(-1, *x.shape[2:]).astype(np.float32)
 
 
-def subject_slices(recipe: Recipe, subject: Subject) -> SliceSet:
+def subject_examples(recipe: Recipe, subject: Subject) -> SubjectExamples:
     """One subject's examples, on the card's grid and in the card's normalisation."""
     card = recipe.card
-    volumes = [subject.images[role] for role in card.input_roles]
-    x, native = prepare_inputs(card, volumes)
-    if x.shape[2:] != native:
-        raise ValueError(
-            f"{card.id}: subjects must be simulated at the card's pixel spacing "
-            f"{card.pixel_spacing_mm}, got grid {native} → {x.shape[2:]}"
-        )
-    half = card.spatial.slices // 2 if isinstance(card.spatial, Spatial25D) else 0
-    inputs = np.stack(list(slice_stacks(x, half)))
-    targets = recipe.target(subject)[:, None]
-    return SliceSet(inputs, targets.astype(np.float32), subject.head)
+    x, _ = prepare_inputs(card, [subject.images[role] for role in card.input_roles])
+    work = (int(x.shape[2]), int(x.shape[3]))
+    target = zoom_in_plane(recipe.target(subject), work)
+    head = zoom_in_plane(subject.head.astype(np.float32), work, order=0) > 0.5
+    return SubjectExamples(x.astype(np.float16), target, head)
 
 
-def _seed_slices(recipe: Recipe, seed: int) -> SliceSet:
-    return subject_slices(recipe, simulate_subject(seed, recipe.acquisition))
+def _seed_examples(recipe: Recipe, seed: int) -> SubjectExamples:
+    return subject_examples(recipe, recipe.simulate(seed))
 
 
 def build_slices(recipe: Recipe, seeds: Iterable[int], workers: int = 1) -> SliceSet:
-    """Examples from the subjects of ``seeds``, simulated on the recipe's acquisition,
-    ``workers`` subjects at a time (each subject depends on its seed only)."""
+    """Examples from the subjects of ``seeds``, ``workers`` subjects at a time (each
+    subject depends on its seed only)."""
     seeds = list(seeds)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            sets = list(pool.map(_seed_slices, [recipe] * len(seeds), seeds))
+            subjects = list(pool.map(_seed_examples, [recipe] * len(seeds), seeds))
     else:
-        sets = [_seed_slices(recipe, seed) for seed in seeds]
-    return SliceSet(
-        np.concatenate([s.inputs for s in sets]),
-        np.concatenate([s.targets for s in sets]),
-        np.concatenate([s.head for s in sets]),
-    )
+        subjects = [_seed_examples(recipe, seed) for seed in seeds]
+    spatial = recipe.card.spatial
+    half = spatial.slices // 2 if isinstance(spatial, Spatial25D) else 0
+    return SliceSet(subjects, half)
 
 
 class CropSampler:
-    """Random square crops centred near the head, flipped left-right half the time.
+    """Random square crops of slice stacks centred near the head, flipped left-right
+    half the time.
 
-    Slices with no head are skipped: air maps to air and teaches nothing.
+    Slices with little head are skipped: air maps to air and teaches nothing.
     """
 
     def __init__(self, data: SliceSet, crop: int, rng: np.random.Generator) -> None:
-        h, w = data.inputs.shape[2:]
-        if crop > min(h, w):
-            raise ValueError(f"crop {crop} is larger than the slices ({h}×{w})")
+        small = [s.head.shape[1:] for s in data.subjects if min(s.head.shape[1:]) < crop]
+        if small:
+            raise ValueError(f"crop {crop} is larger than the slices ({small[0]})")
         self.data, self.crop, self.rng = data, crop, rng
-        self.slices = np.flatnonzero(data.head.reshape(len(data), -1).mean(axis=1) > 0.02)
-        if self.slices.size == 0:
+        self.slices = [
+            (n, int(k))
+            for n, s in enumerate(data.subjects)
+            for k in np.flatnonzero(s.head.reshape(s.slices, -1).mean(axis=1) > 0.02)
+        ]
+        if not self.slices:
             raise ValueError("no slice contains any head")
 
     def batch(self, size: int) -> tuple[FloatArray, FloatArray]:
-        h, w = self.data.inputs.shape[2:]
         c = self.crop
         xs, ys = [], []
-        for n in self.rng.choice(self.slices, size=size):
-            rows, cols = np.nonzero(self.data.head[n])
-            pick = self.rng.integers(rows.size)
-            top = int(np.clip(rows[pick] - c // 2, 0, h - c))
-            left = int(np.clip(cols[pick] - c // 2, 0, w - c))
-            x = self.data.inputs[n, :, top : top + c, left : left + c]
-            y = self.data.targets[n, :, top : top + c, left : left + c]
+        for pick in self.rng.integers(len(self.slices), size=size):
+            n, k = self.slices[pick]
+            subject = self.data.subjects[n]
+            h, w = subject.head.shape[1:]
+            rows, cols = np.nonzero(subject.head[k])
+            centre = self.rng.integers(rows.size)
+            top = int(np.clip(rows[centre] - c // 2, 0, h - c))
+            left = int(np.clip(cols[centre] - c // 2, 0, w - c))
+            x = self.data.stack(n, k)[:, top : top + c, left : left + c]
+            y = subject.target[None, k, top : top + c, left : left + c]
             if self.rng.uniform() < 0.5:
                 x, y = x[..., ::-1], y[..., ::-1]
             xs.append(x)

@@ -23,8 +23,7 @@ from inference.registry import LoadedModel
 from inference.training.baselines import IntensityLookup
 from inference.training.figures import Panel, panel_figure
 from inference.training.metrics import mae, psnr, ssim
-from inference.training.recipes import MR_REFERENCE_LEVEL, reference_units, to_reference
-from inference.training.simulate import Subject
+from inference.training.recipes import MR_REFERENCE_LEVEL, Truth, reference_units, to_reference
 
 CT_DATA_RANGE = 4095.0
 """PSNR and SSIM of CT over −1024…3071 HU, the range a CT image stores."""
@@ -52,7 +51,7 @@ class Evaluation:
         return ", ".join(f"{k} {v:.4g}" for k, v in self.mean.items())
 
 
-def scores(role: str, prediction: FloatArray, subject: Subject) -> dict[str, float]:
+def scores(role: str, prediction: FloatArray, subject: Truth) -> dict[str, float]:
     """The figures of one output against the subject's truth (see the module text)."""
     truth = reference_units(subject, role)
     head = subject.head
@@ -73,7 +72,7 @@ def scores(role: str, prediction: FloatArray, subject: Subject) -> dict[str, flo
     }
 
 
-def _normalised_inputs(model: LoadedModel, subject: Subject) -> FloatArray:
+def _normalised_inputs(model: LoadedModel, subject: Truth) -> FloatArray:
     return np.stack(
         [
             normalize(subject.images[spec.role].array, spec.normalization)
@@ -82,7 +81,7 @@ def _normalised_inputs(model: LoadedModel, subject: Subject) -> FloatArray:
     )
 
 
-def fit_baseline(model: LoadedModel, subjects: Iterable[Subject]) -> IntensityLookup:
+def fit_baseline(model: LoadedModel, subjects: Iterable[Truth]) -> IntensityLookup:
     """The lookup baseline for the model's roles, fitted on ``subjects``."""
     channels = len(model.card.inputs)
     lookup = IntensityLookup(channels, bins=64 if channels == 1 else 48)
@@ -92,9 +91,7 @@ def fit_baseline(model: LoadedModel, subjects: Iterable[Subject]) -> IntensityLo
     return lookup
 
 
-def baseline_prediction(
-    lookup: IntensityLookup, model: LoadedModel, subject: Subject
-) -> FloatArray:
+def baseline_prediction(lookup: IntensityLookup, model: LoadedModel, subject: Truth) -> FloatArray:
     """The lookup inside the head; outside it, what surrounds a head: air (CT) or 0 (MR)."""
     outside = -1000.0 if model.card.output.modality == "CT" else 0.0
     guess = np.full(subject.head.shape, outside, dtype=np.float32)
@@ -114,8 +111,8 @@ def _check_roles(model: LoadedModel) -> None:
 
 def evaluate(
     model: LoadedModel,
-    subjects: Iterable[Subject],
-    baseline_subjects: Iterable[Subject],
+    subjects: Iterable[Truth],
+    baseline_subjects: Iterable[Truth],
     *,
     figure: Path | None = None,
     batch_size: int = 8,
@@ -144,7 +141,7 @@ def evaluate(
 
 
 def side_by_side(
-    model: LoadedModel, subject: Subject, prediction: FloatArray, baseline: FloatArray, path: Path
+    model: LoadedModel, subject: Truth, prediction: FloatArray, baseline: FloatArray, path: Path
 ) -> Path:
     """Input(s) | synthetic | truth | difference | baseline, at two levels of the head."""
     role = model.card.output.role

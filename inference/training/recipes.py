@@ -7,29 +7,31 @@ A recipe plus seeds is everything needed to reproduce a shipped model from scrat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from inference.card import (
+    ForegroundNorm,
     InputSpec,
     LinearNorm,
     ModelCard,
     OutputSpec,
-    PercentileNorm,
     Spatial25D,
 )
-from inference.geometry import FloatArray
-from inference.training.simulate import Acquisition, Subject
+from inference.geometry import FloatArray, Volume
+from inference.training.randomized import simulate_randomized
+from inference.training.simulate import Acquisition, Subject, simulate_subject
 from inference.training.unet import UNetConfig
 
 MR_REFERENCE_LEVEL = 1000.0
 """MR truth is expressed in units where the head's 99.5th percentile is this value:
 MR has no absolute unit, so a synthetic MR series is made to this scale."""
 
-TRAIN_SEEDS = range(1000, 1024)
+TRAIN_SEEDS = range(1000, 1120)
 """Subjects the shipped models were trained on."""
 
 HELD_OUT_SEEDS = range(9000, 9010)
@@ -38,9 +40,9 @@ HELD_OUT_SEEDS = range(9000, 9010)
 
 @dataclass(frozen=True)
 class Schedule:
-    steps: int = 3000
+    steps: int = 5000
     batch: int = 12
-    crop: int = 96
+    crop: int = 112
     """Square training crops (a multiple of the network's tile); inference is whole-slice."""
     learning_rate: float = 2e-3
     seed: int = 7
@@ -51,17 +53,24 @@ class Recipe:
     card: ModelCard
     network: UNetConfig
     schedule: Schedule
-    acquisition: Acquisition = field(default_factory=Acquisition)
+    acquisition: Acquisition | None = None
+    """A fixed grid and the canonical contrasts; ``None``: domain-randomised subjects."""
 
     @property
     def name(self) -> str:
         return self.card.id
 
-    def truth(self, subject: Subject) -> FloatArray:
+    def simulate(self, seed: int) -> Subject:
+        """The training subject of ``seed``."""
+        if self.acquisition is None:
+            return simulate_randomized(seed)
+        return simulate_subject(seed, self.acquisition)
+
+    def truth(self, subject: Truth) -> FloatArray:
         """The subject's output-role image in the card's units (HU, or MR reference)."""
         return reference_units(subject, self.card.output.role)
 
-    def target(self, subject: Subject) -> FloatArray:
+    def target(self, subject: Truth) -> FloatArray:
         """What the network is trained to output: the truth before denormalisation."""
         norm = self.card.output.denormalization
         return ((self.truth(subject) - norm.offset) / norm.scale).astype(np.float32)
@@ -77,21 +86,40 @@ def to_reference(image: FloatArray, head: npt.NDArray[np.bool_]) -> FloatArray:
     return (image * np.float32(MR_REFERENCE_LEVEL / level)).astype(np.float32)
 
 
-def reference_units(subject: Subject, role: str) -> FloatArray:
+class Truth(Protocol):
+    """A head with known truth, from either simulator: its images (T1, T2, FLAIR in
+    scanner units, CT in HU) and the masks that figures are taken in."""
+
+    @property
+    def seed(self) -> int: ...
+    @property
+    def images(self) -> Mapping[str, Volume]: ...
+    @property
+    def head(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def bone(self) -> npt.NDArray[np.bool_]: ...
+
+
+def reference_units(subject: Truth, role: str) -> FloatArray:
     """CT in HU as simulated; MR in reference units (:func:`to_reference`)."""
     image = subject.images[role].array
     return image if role == "CT" else to_reference(image, subject.head)
 
 
-_MR_INPUT = PercentileNorm(low=0.5, high=99.5, floor=None, clip=(-0.5, 2.0))
-_SPACING = (Acquisition().pixel_spacing_mm, Acquisition().pixel_spacing_mm)
+_MR_INPUT = ForegroundNorm(high=99.0, clip=(0.0, 2.0))
+_SPACING = (1.0, 1.0)
 _SIMULATED = (
-    "simulated subjects only: the MNI152 2009c template (nilearn) with skull, scalp, "
-    "CSF, frontal sinus and white-matter lesions added, per-subject affine and smooth "
-    "deformation, tissue properties, bias field, Rician noise and gain; "
-    f"T1w/T2w spin echo and FLAIR signal equations, CT in HU with partial volume; "
-    f"training seeds {TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}, axial slices of "
-    f"{_SPACING[0]} mm, {Acquisition().slice_thickness_mm} mm thick"
+    "domain-randomised simulated subjects only: the MNI152 2009c template (nilearn) with "
+    "skull (3-10 mm, bright or dark marrow), scalp, CSF, frontal sinus, mastoid air and "
+    "white-matter lesions added, per-subject affine and smooth deformation; input MR "
+    "contrast drawn per subject (tissue intensities from wide ranges that keep T1w/T2w "
+    "ordering, or spin-echo/inversion-recovery equations with random timings) with a "
+    "random monotone curve; pixel spacing 0.5-1.5 mm, slice thickness 1-6 mm, oblique "
+    "up to 20 degrees, field of view 180-260 mm, blur, bias field, background level, "
+    "Rician noise and gain all random; targets: CT in HU with partial volume, FLAIR "
+    "from the inversion-recovery equation without artefacts; "
+    f"training seeds {TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}; inputs scaled by the "
+    "99th percentile of the foreground (voxels above the Otsu threshold)"
 )
 _USE = (
     "Research and demonstration of the dicom-node pipeline. Trained on simulated heads "
@@ -102,7 +130,7 @@ _USE = (
 SCT = Recipe(
     card=ModelCard(
         id="mr-t1-to-ct",
-        version="1.0.0",
+        version="2.0.0",
         inputs=(InputSpec(role="T1", normalization=_MR_INPUT),),
         output=OutputSpec(
             role="CT",
@@ -124,7 +152,7 @@ SCT = Recipe(
 FLAIR = Recipe(
     card=ModelCard(
         id="mr-t1t2-to-flair",
-        version="1.0.0",
+        version="2.0.0",
         inputs=(
             InputSpec(role="T1", normalization=_MR_INPUT),
             InputSpec(role="T2", normalization=_MR_INPUT),

@@ -80,7 +80,7 @@ class Subject:
     """Each tissue's share of every voxel (``tissues.TISSUES`` names; they sum to 1)."""
 
 
-class _Waves:
+class Waves:
     """A smooth random field: a sum of plane waves of wavelengths 60–200 mm."""
 
     def __init__(self, rng: np.random.Generator, amplitude: float, count: int = 6) -> None:
@@ -119,24 +119,39 @@ def _ellipsoid(
     return np.clip(depth / width + 0.5, 0.0, 1.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Cavity:
+    """An air-filled ellipsoid inside the bone (a sinus, mastoid cells), which thickens
+    the diploë around it along ``depth_axis`` (template x, y or z)."""
+
+    centre: FloatArray
+    radii: FloatArray
+    depth_axis: int
+
+
 class _Head:
     """One subject's anatomy, as tissue fractions at any template-space points."""
 
     def __init__(self, template: Template, rng: np.random.Generator) -> None:
         self.template = template
         self.to_voxel = np.linalg.inv(template.affine)
-        self.csf_gap = float(rng.uniform(1.5, 3.5))
-        self.inner_table = float(rng.uniform(1.2, 2.0))
-        self.diploe = float(rng.uniform(2.0, 4.5))
-        self.outer_table = float(rng.uniform(1.3, 2.3))
-        self.fat = float(rng.uniform(2.0, 6.0))
-        self.skin = float(rng.uniform(1.5, 3.0))
-        self.diploe_waves = _Waves(rng, amplitude=1.2)
-        self.fat_waves = _Waves(rng, amplitude=1.5)
-        self.sinus = self._frontal_sinus(rng) if rng.uniform() < 0.85 else None
+        self.csf_gap = float(rng.uniform(1.0, 4.0))
+        skull = float(rng.uniform(3.0, 10.0))
+        self.inner_table = skull * float(rng.uniform(0.18, 0.3))
+        self.outer_table = skull * float(rng.uniform(0.2, 0.32))
+        self.diploe = skull - self.inner_table - self.outer_table
+        self.fat = float(rng.uniform(1.0, 8.0))
+        self.skin = float(rng.uniform(1.5, 3.5))
+        self.diploe_waves = Waves(rng, amplitude=0.15 * self.diploe + 0.3)
+        self.fat_waves = Waves(rng, amplitude=1.5)
+        self.cavities: list[_Cavity] = []
+        if rng.uniform() < 0.85:
+            self.cavities.append(self._frontal_sinus(rng))
+        if rng.uniform() < 0.8:
+            self.cavities += [self._mastoid(rng, side) for side in (-1.0, 1.0)]
         self.lesions = self._lesions(rng) if rng.uniform() < 0.6 else []
 
-    def _frontal_sinus(self, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    def _frontal_sinus(self, rng: np.random.Generator) -> _Cavity:
         """Air inside a thickened frontal bone, above the nose."""
         z = float(rng.uniform(0.0, 14.0))
         x = float(rng.uniform(-4.0, 4.0))
@@ -146,7 +161,19 @@ class _Head:
             dtype=np.float32,
         )
         depth = self.csf_gap + self.inner_table + radii[1] + 0.5
-        return np.array([x, surface + depth, z], dtype=np.float32), radii
+        return _Cavity(np.array([x, surface + depth, z], dtype=np.float32), radii, 1)
+
+    def _mastoid(self, rng: np.random.Generator, side: float) -> _Cavity:
+        """Mastoid air cells: air in a thickened temporal bone behind the ear."""
+        y = float(rng.uniform(-42.0, -30.0))
+        z = float(rng.uniform(-36.0, -24.0))
+        surface = self.template.hull_point((side, 0.0, 0.0), (0.0, y, z))
+        radii = np.array(
+            [rng.uniform(4.0, 8.0), rng.uniform(7.0, 12.0), rng.uniform(6.0, 11.0)],
+            dtype=np.float32,
+        )
+        depth = self.csf_gap + self.inner_table + radii[0] + 0.5
+        return _Cavity(np.array([side * (surface + depth), y, z], dtype=np.float32), radii, 0)
 
     def _lesions(self, rng: np.random.Generator) -> list[tuple[FloatArray, FloatArray]]:
         """Periventricular white-matter hyperintensities: small ellipsoids in deep WM."""
@@ -179,13 +206,14 @@ class _Head:
         s = self._sample(self.template.hull_distance, points, outside=100.0)
         gm = self._sample(self.template.gm, points, outside=0.0)
         wm = self._sample(self.template.wm, points, outside=0.0)
-        diploe = np.maximum(self.diploe + self.diploe_waves(points), 1.0)
+        diploe = np.maximum(self.diploe + self.diploe_waves(points), 0.5)
         air_in_bone = np.zeros_like(s)
-        if self.sinus is not None:
-            centre, radii = self.sinus
-            near = _ellipsoid(points, centre, radii + np.float32(6.0), 6.0)
-            diploe = np.maximum(diploe, near * (2 * radii[1] + 1.5))
-            air_in_bone = _ellipsoid(points, centre, radii, width)
+        for cavity in self.cavities:
+            near = _ellipsoid(points, cavity.centre, cavity.radii + np.float32(6.0), 6.0)
+            diploe = np.maximum(diploe, near * (2 * cavity.radii[cavity.depth_axis] + 1.5))
+            air_in_bone = np.maximum(
+                air_in_bone, _ellipsoid(points, cavity.centre, cavity.radii, width)
+            )
         bounds = [0.0, self.csf_gap]
         for thickness in (self.inner_table, diploe, self.outer_table):
             bounds.append(bounds[-1] + thickness)
@@ -228,15 +256,15 @@ def _sample_points(geometry: Geometry, depths: int) -> FloatArray:
     return ras.astype(np.float32)
 
 
-def _subject_transform(rng: np.random.Generator) -> tuple[FloatArray, FloatArray, _Waves]:
+def _subject_transform(rng: np.random.Generator) -> tuple[FloatArray, FloatArray, Waves]:
     """Patient → template: rotation, anisotropic scale, shift, smooth deformation."""
-    matrix = _rotation(rng, (5.0, 4.0, 6.0)) @ np.diag(rng.uniform(0.92, 1.08, size=3))
+    matrix = _rotation(rng, (5.0, 4.0, 6.0)) @ np.diag(rng.uniform(0.88, 1.12, size=3))
     shift = rng.uniform(-4.0, 4.0, size=3)
-    return matrix.astype(np.float32), shift.astype(np.float32), _Waves(rng, amplitude=2.5)
+    return matrix.astype(np.float32), shift.astype(np.float32), Waves(rng, amplitude=2.5)
 
 
 def _to_template(
-    points: FloatArray, matrix: FloatArray, shift: FloatArray, warp: _Waves
+    points: FloatArray, matrix: FloatArray, shift: FloatArray, warp: Waves
 ) -> FloatArray:
     centred = points - HEAD_CENTRE_RAS.astype(np.float32)
     moved = centred @ matrix.T + HEAD_CENTRE_RAS.astype(np.float32) + shift
@@ -245,7 +273,7 @@ def _to_template(
     return moved
 
 
-def _mr(
+def mr_image(
     fractions: dict[str, FloatArray],
     tissues: dict[str, Tissue],
     role: str,
@@ -263,35 +291,74 @@ def _mr(
     return (magnitude * np.float32(gain)).astype(np.float32)
 
 
-def _ct(
+def ct_image(
     fractions: dict[str, FloatArray], tissues: dict[str, Tissue], rng: np.random.Generator
 ) -> FloatArray:
+    """CT in HU: each voxel's mixture of tissue CT numbers, the scanner's blur and
+    quantum noise."""
     hu = sum(f * np.float32(tissues[name].hu) for name, f in fractions.items())
     hu = ndimage.gaussian_filter(np.asarray(hu, dtype=np.float32), sigma=(0.0, 0.4, 0.4))
     hu += rng.normal(0.0, rng.uniform(4.0, 10.0), size=hu.shape).astype(np.float32)
     return np.clip(hu, -1024.0, 3071.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Anatomy:
+    """One person's head in patient space, before any scanner sees it: its shape, its
+    layers and cavities, and its tissues' properties."""
+
+    head: _Head
+    matrix: FloatArray
+    shift: FloatArray
+    warp: Waves
+    tissues: dict[str, Tissue]
+
+    def sample(
+        self, geometry: Geometry, depths: int
+    ) -> tuple[dict[str, FloatArray], FloatArray, FloatArray]:
+        """Tissue fractions of every voxel of ``geometry`` (``depths`` samples across the
+        slice thickness, averaged), the fraction inside the brain's hull, and each
+        voxel's centre in template millimetres (for smooth fields such as the bias)."""
+        points = _to_template(_sample_points(geometry, depths), self.matrix, self.shift, self.warp)
+        width = float(min(geometry.spacing[1:]))
+        per_depth, inside = self.head.fractions(points, width)
+        fractions = {name: f.mean(axis=0) for name, f in per_depth.items()}
+        return fractions, inside.mean(axis=0), points.mean(axis=0)
+
+
+def draw_anatomy(rng: np.random.Generator) -> Anatomy:
+    """The next head from ``rng``: transform, layers, cavities, lesions, tissues."""
+    matrix, shift, warp = _subject_transform(rng)
+    head = _Head(load_template(), rng)
+    return Anatomy(head, matrix, shift, warp, jittered(rng))
+
+
+def subject_from(
+    seed: int, images: dict[str, Volume], fractions: dict[str, FloatArray], inside: FloatArray
+) -> Subject:
+    """A subject with its truth masks derived from the fractions."""
+    return Subject(
+        seed=seed,
+        images=images,
+        head=_head_mask(fractions),
+        bone=(fractions["cortical"] + fractions["marrow"]) >= 0.5,
+        brain=inside >= 0.5,
+        fractions=fractions,
+    )
+
+
 def simulate_subject(seed: int, acquisition: Acquisition | None = None) -> Subject:
-    """The subject of ``seed``: T1w, T2w, FLAIR and CT of one head on one grid."""
+    """The subject of ``seed`` on the canonical axial grid, with the canonical spin-echo
+    and inversion-recovery contrasts: T1w, T2w, FLAIR and CT of one head."""
     acquisition = acquisition or Acquisition()
     rng = np.random.default_rng(seed)
-    template = load_template()
-    matrix, shift, warp = _subject_transform(rng)
-    head = _Head(template, rng)
-    tissues = jittered(rng)
-    fov_shift = rng.uniform(-5.0, 5.0, size=3)
-    geometry = acquisition.geometry(fov_shift)
-    depths = 3
-    points = _to_template(_sample_points(geometry, depths), matrix, shift, warp)
-    width = acquisition.pixel_spacing_mm
-    per_depth, inside = head.fractions(points, width)
-    fractions = {name: f.mean(axis=0) for name, f in per_depth.items()}
-    bias_field = _Waves(rng, amplitude=0.12, count=4)
-    bias = np.exp(bias_field(points.mean(axis=0))).astype(np.float32)
+    anatomy = draw_anatomy(rng)
+    geometry = acquisition.geometry(rng.uniform(-5.0, 5.0, size=3))
+    fractions, inside, centres = anatomy.sample(geometry, depths=3)
+    bias = np.exp(Waves(rng, amplitude=0.12, count=4)(centres)).astype(np.float32)
     images = {
         role: Volume(
-            _mr(fractions, tissues, role, bias, rng),
+            mr_image(fractions, anatomy.tissues, role, bias, rng),
             geometry,
             {
                 "tr": f"{SEQUENCES[role].tr_ms:g}",
@@ -301,15 +368,8 @@ def simulate_subject(seed: int, acquisition: Acquisition | None = None) -> Subje
         )
         for role in ("T1", "T2", "FLAIR")
     }
-    images["CT"] = Volume(_ct(fractions, tissues, rng), geometry)
-    return Subject(
-        seed=seed,
-        images=images,
-        head=_head_mask(fractions),
-        bone=(fractions["cortical"] + fractions["marrow"]) >= 0.5,
-        brain=inside.mean(axis=0) >= 0.5,
-        fractions=fractions,
-    )
+    images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
+    return subject_from(seed, images, fractions, inside)
 
 
 def _head_mask(fractions: dict[str, FloatArray]) -> BoolArray:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from inference.geometry import FloatArray
 from inference.training.dataset import CropSampler, SliceSet, build_slices
 from inference.training.recipes import Recipe
 from inference.training.unet import UNet
@@ -26,6 +27,8 @@ log = logging.getLogger("inference.training")
 class TrainingRun:
     network: UNet
     data: SliceSet
+    sample: FloatArray
+    """A batch of training crops, for the export's check of ONNX Runtime against torch."""
     losses: list[float] = field(default_factory=list)
     simulate_seconds: float = 0.0
     train_seconds: float = 0.0
@@ -54,7 +57,7 @@ def train(
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(1, schedule.steps)))
     )
-    run = TrainingRun(network, data, simulate_seconds=simulated)
+    run = TrainingRun(network, data, sampler.batch(4)[0], simulate_seconds=simulated)
     network.train()
     started = time.monotonic()
     window: list[float] = []

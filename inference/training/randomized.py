@@ -1,0 +1,223 @@
+"""Domain-randomised subjects: what the reference models are trained on.
+
+A model trained on one simulator's contrast, grid and noise learns that simulator. So
+each training subject here draws everything a scanner or a head may change and the
+model must not depend on (after SynthSeg/SynthSR, Billot, Iglesias et al.): the MR
+contrast — per-tissue intensities from wide ranges or a physical sequence with random
+timings, then a random monotone intensity curve —, the grid (pixel spacing 0.5–1.5 mm,
+slice thickness 1–6 mm, oblique planes, field of view), blur, bias field, noise, gain
+and background level. What defines the contrast is kept: on T1w fat and white matter
+are bright, CSF and cortical bone dark; on T2w CSF is bright and white matter darker
+than grey. The targets (CT in HU, FLAIR) are the anatomy's own, without the scanner's
+artefacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from inference.geometry import FloatArray, Geometry, Volume
+from inference.training.simulate import (
+    HEAD_CENTRE_RAS,
+    Subject,
+    Waves,
+    ct_image,
+    draw_anatomy,
+    subject_from,
+)
+from inference.training.tissues import SEQUENCES, Sequence, Tissue
+
+Ranges = Mapping[str, tuple[float, float]]
+
+T1_INTENSITIES: Ranges = {
+    "wm": (1.0, 1.0),
+    "gm": (0.45, 0.85),
+    "csf": (0.02, 0.35),
+    "lesion": (0.35, 0.8),
+    "cortical": (0.0, 0.12),
+    "fat": (0.8, 1.5),
+    "skin": (0.3, 0.8),
+    "air": (0.0, 0.0),
+}
+"""T1w intensities relative to white matter; marrow is drawn bright (fatty) or dark."""
+
+T2_INTENSITIES: Ranges = {
+    "csf": (1.0, 1.0),
+    "gm": (0.3, 0.7),
+    "lesion": (0.55, 1.0),
+    "cortical": (0.0, 0.08),
+    "marrow": (0.2, 0.8),
+    "fat": (0.3, 0.95),
+    "skin": (0.15, 0.5),
+    "air": (0.0, 0.0),
+}
+"""T2w intensities relative to CSF; white matter is drawn darker than grey matter."""
+
+PHYSICAL_SHARE = 0.4
+"""Share of subjects whose input contrast comes from a signal equation with random
+timings rather than from the intensity ranges."""
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _rotation(angles_deg: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return np.asarray(rz @ ry @ rx, dtype=np.float64)
+
+
+def random_geometry(rng: np.random.Generator, max_points: float = 4.0e6) -> Geometry:
+    """A slab of near-axial slices through the head at a random level: pixel spacing
+    0.5–1.5 mm, slice thickness 1–6 mm, field of view 180–260 mm, oblique by up to 20°
+    in half the draws. The slab holds at most ``max_points`` voxels."""
+    spacing = float(rng.uniform(0.5, 1.5))
+    thickness = _log_uniform(rng, 1.0, 6.0)
+    fov = float(rng.uniform(180.0, 260.0))
+    matrix = round(fov / spacing)
+    slices = int(np.clip(round(rng.uniform(40.0, 90.0) / thickness), 5, 24))
+    slices = max(5, min(slices, int(max_points // (matrix * matrix))))
+    limit = 20.0 if rng.uniform() < 0.5 else 3.0
+    axes = _rotation(rng.uniform(-limit, limit, size=3))
+    row, column, normal = axes[:, 0], axes[:, 1], axes[:, 2]
+    centre = np.array(
+        [
+            rng.uniform(-8.0, 8.0),
+            -HEAD_CENTRE_RAS[1] + rng.uniform(-10.0, 10.0),
+            rng.uniform(-35.0, 75.0),
+        ]
+    )
+    origin = (
+        centre
+        - row * spacing * (matrix - 1) / 2
+        - column * spacing * (matrix - 1) / 2
+        - normal * thickness * (slices - 1) / 2
+    )
+    return Geometry(
+        origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+        row_direction=(float(row[0]), float(row[1]), float(row[2])),
+        column_direction=(float(column[0]), float(column[1]), float(column[2])),
+        slice_direction=(float(normal[0]), float(normal[1]), float(normal[2])),
+        spacing=(thickness, spacing, spacing),
+        shape=(slices, matrix, matrix),
+    )
+
+
+def _drawn(rng: np.random.Generator, ranges: Ranges) -> dict[str, float]:
+    return {name: float(rng.uniform(low, high)) for name, (low, high) in ranges.items()}
+
+
+def t1_intensities(rng: np.random.Generator) -> dict[str, float]:
+    """Per-tissue T1w intensities from :data:`T1_INTENSITIES`."""
+    values = _drawn(rng, T1_INTENSITIES)
+    bright = rng.uniform() < 0.6
+    values["marrow"] = float(rng.uniform(0.6, 1.3) if bright else rng.uniform(0.1, 0.45))
+    return values
+
+
+def t2_intensities(rng: np.random.Generator) -> dict[str, float]:
+    """Per-tissue T2w intensities from :data:`T2_INTENSITIES`, white matter below grey."""
+    values = _drawn(rng, T2_INTENSITIES)
+    values["wm"] = values["gm"] * float(rng.uniform(0.6, 0.92))
+    return values
+
+
+def _physical_sequence(rng: np.random.Generator, role: str) -> Sequence:
+    """A T1w (spin echo, or inversion-prepared) or T2w spin-echo sequence with random
+    timings within the ranges scanners use."""
+    if role == "T2":
+        return Sequence("T2w", "spin_echo", rng.uniform(2500, 6000), rng.uniform(70, 130))
+    if rng.uniform() < 0.5:
+        return Sequence("T1w SE", "spin_echo", rng.uniform(350, 750), rng.uniform(6, 20))
+    return Sequence(
+        "T1w IR",
+        "inversion_recovery",
+        rng.uniform(1800, 2600),
+        rng.uniform(2, 5),
+        rng.uniform(700, 1100),
+    )
+
+
+def _tissue_signals(
+    rng: np.random.Generator, role: str, tissues: Mapping[str, Tissue]
+) -> dict[str, float]:
+    if rng.uniform() < PHYSICAL_SHARE:
+        spread = {
+            name: replace(
+                t, t1_ms=t.t1_ms * rng.uniform(0.8, 1.2), t2_ms=t.t2_ms * rng.uniform(0.8, 1.2)
+            )
+            for name, t in tissues.items()
+        }
+        sequence = _physical_sequence(rng, role)
+        return {name: sequence.signal(t) for name, t in spread.items()}
+    return t1_intensities(rng) if role == "T1" else t2_intensities(rng)
+
+
+def _curve(rng: np.random.Generator, image: FloatArray) -> FloatArray:
+    """A random monotone intensity curve: a power law on the image's own scale."""
+    level = float(np.percentile(image, 99.5)) or 1.0
+    gamma = _log_uniform(rng, 0.7, 1.45)
+    return (level * np.power(np.clip(image / level, 0.0, None), gamma)).astype(np.float32)
+
+
+def random_mr(
+    fractions: Mapping[str, FloatArray],
+    signals: Mapping[str, float],
+    centres: FloatArray,
+    rng: np.random.Generator,
+) -> FloatArray:
+    """An MR image of the fractions with the given tissue signals, then the scanner:
+    monotone curve, in-plane blur, bias field, background level, Rician noise, gain."""
+    clean = sum(f * np.float32(signals[name]) for name, f in fractions.items())
+    image = _curve(rng, np.asarray(clean, dtype=np.float32))
+    if rng.uniform() < 0.5:
+        sigma = float(rng.uniform(0.2, 0.9))
+        image = ndimage.gaussian_filter(image, sigma=(0.0, sigma, sigma))
+    bias = np.exp(Waves(rng, amplitude=float(rng.uniform(0.0, 0.3)), count=4)(centres))
+    image = image * bias.astype(np.float32)
+    level = float(np.percentile(image, 99))
+    if rng.uniform() < 0.3:
+        image = image + np.float32(rng.uniform(0.0, 0.03) * level)
+    sigma = _log_uniform(rng, 0.004, 0.06) * level
+    real = image + rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
+    imaginary = rng.normal(0.0, sigma, size=image.shape).astype(np.float32)
+    magnitude = np.sqrt(real**2 + imaginary**2)
+    gain = _log_uniform(rng, 200.0, 4000.0) / (float(np.percentile(magnitude, 99.5)) or 1.0)
+    return (magnitude * np.float32(gain)).astype(np.float32)
+
+
+def clean_mr(
+    fractions: Mapping[str, FloatArray], sequence: Sequence, tissues: Mapping[str, Tissue]
+) -> FloatArray:
+    """The anatomy's own image for ``sequence``: no bias, noise or blur (a target)."""
+    clean = sum(f * np.float32(sequence.signal(tissues[name])) for name, f in fractions.items())
+    return np.asarray(clean, dtype=np.float32)
+
+
+def simulate_randomized(seed: int) -> Subject:
+    """The domain-randomised subject of ``seed``: T1w and T2w with random contrast and
+    scanner on a random grid, and on the same grid the targets: CT in HU and a clean
+    FLAIR (the canonical inversion-recovery contrast of the subject's tissues)."""
+    rng = np.random.default_rng(seed)
+    anatomy = draw_anatomy(rng)
+    geometry = random_geometry(rng)
+    depths = int(np.clip(np.ceil(geometry.spacing[0] / 1.5), 2, 4))
+    fractions, inside, centres = anatomy.sample(geometry, depths)
+    images = {
+        role: Volume(
+            random_mr(fractions, _tissue_signals(rng, role, anatomy.tissues), centres, rng),
+            geometry,
+        )
+        for role in ("T1", "T2")
+    }
+    images["FLAIR"] = Volume(clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues), geometry)
+    images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
+    return subject_from(seed, images, fractions, inside)

@@ -1,0 +1,90 @@
+"""The domain-randomised training subjects: every draw stays a plausible head whose
+contrast keeps what defines it, while grid, contrast and scanner vary across their ranges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.training.randomized import random_geometry, simulate_randomized
+from inference.training.simulate import Subject, draw_anatomy
+
+SEEDS = range(3000, 3004)
+
+
+@pytest.fixture(scope="module")
+def subjects() -> list[Subject]:
+    return [simulate_randomized(seed) for seed in SEEDS]
+
+
+def _pure(subject: Subject, tissue: str) -> np.ndarray:
+    return subject.fractions[tissue] > 0.9
+
+
+def test_a_seed_gives_the_same_subject_bit_for_bit(subjects: list[Subject]) -> None:
+    again = simulate_randomized(SEEDS[0])
+    for role, volume in subjects[0].images.items():
+        assert np.array_equal(volume.array, again.images[role].array), role
+        assert volume.geometry == again.images[role].geometry
+
+
+def test_grids_cover_the_acquisition_ranges() -> None:
+    rng = np.random.default_rng(0)
+    grids = [random_geometry(rng) for _ in range(200)]
+    spacing = np.array([g.spacing[1] for g in grids])
+    thickness = np.array([g.spacing[0] for g in grids])
+    assert 0.5 <= spacing.min() < 0.6 and 1.4 < spacing.max() <= 1.5
+    assert 1.0 <= thickness.min() < 1.3 and 5.0 < thickness.max() <= 6.0
+    tilt = np.degrees(np.arccos([abs(g.slice_direction[2]) for g in grids]))
+    assert (tilt < 5).sum() > 50 and (tilt > 15).sum() > 10
+    assert all(g.shape[0] * g.shape[1] * g.shape[2] <= 4.0e6 for g in grids)
+
+
+def test_t1w_keeps_fat_and_white_matter_bright_and_csf_and_bone_dark(
+    subjects: list[Subject],
+) -> None:
+    judged = 0
+    for s in subjects:
+        t1 = s.images["T1"].array
+        wm, csf = t1[_pure(s, "wm")].mean(), t1[_pure(s, "csf") & s.brain].mean()
+        gm = t1[_pure(s, "gm")].mean()
+        fat = t1[s.fractions["fat"] > 0.6].mean()
+        assert wm > gm > csf and fat > gm, s.seed
+        bone = s.fractions["cortical"] > 0.6
+        if bone.sum() >= 20:
+            judged += 1
+            assert t1[bone].mean() < 0.5 * wm, s.seed
+    assert judged >= 2, "too few subjects with cortical bone voxels to judge"
+
+
+def test_t2w_keeps_csf_bright_and_white_matter_below_grey(subjects: list[Subject]) -> None:
+    for s in subjects:
+        t2 = s.images["T2"].array
+        csf = t2[_pure(s, "csf") & s.brain].mean()
+        assert csf > t2[_pure(s, "gm")].mean() > t2[_pure(s, "wm")].mean(), s.seed
+
+
+def test_contrasts_differ_between_subjects(subjects: list[Subject]) -> None:
+    ratios = [
+        s.images["T1"].array[_pure(s, "gm")].mean() / s.images["T1"].array[_pure(s, "wm")].mean()
+        for s in subjects
+    ]
+    assert max(ratios) - min(ratios) > 0.1
+
+
+def test_targets_are_the_anatomy_without_the_scanner(subjects: list[Subject]) -> None:
+    for s in subjects:
+        flair = s.images["FLAIR"].array
+        outside = s.fractions["air"] > 0.999
+        assert np.all(flair[outside] < 1e-3), "the FLAIR target has no noise in air"
+        ct = s.images["CT"].array
+        assert ct[s.bone].mean() > 600 and ct[_pure(s, "wm")].mean() < 50
+
+
+def test_skulls_span_three_to_ten_millimetres() -> None:
+    rng = np.random.default_rng(1)
+    totals = []
+    for _ in range(60):
+        head = draw_anatomy(rng).head
+        totals.append(head.inner_table + head.diploe + head.outer_table)
+    assert 3.0 <= min(totals) < 4.0 and 9.0 < max(totals) <= 10.0
