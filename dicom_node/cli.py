@@ -75,34 +75,24 @@ def _files(paths: Sequence[str]) -> list[Path]:
 
 
 def _send(args: argparse.Namespace) -> int:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    from dicom_node.dispatch import DeliveryError, send_files
+    from dicom_node.dispatch import DeliveryError
+    from dicom_node.sending import SendError, scan, send
     from dicom_node.tls import tls_args
 
     config = _config(args)
     peer = _peer(args, config)
-    failures = 0
-    by_class: dict[str, list[Path]] = {}
-    for path in _files(args.paths):
-        try:
-            sop_class = str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID)
-        except (InvalidDicomError, OSError, AttributeError) as exc:
-            print(f"{path}: not DICOM ({exc})", file=sys.stderr)
-            failures += 1
-            continue
-        by_class.setdefault(sop_class, []).append(path)
-    for sop_class, paths in by_class.items():
-        try:
-            sent = send_files(
-                peer, config.calling_ae_title, paths, sop_class, tls=tls_args(peer, config.path)
-            )
-            print(f"{peer.name}: stored {sent} instance(s) of {sop_class}")
-        except DeliveryError as exc:
-            print(f"{exc}", file=sys.stderr)
-            failures += 1
-    return 1 if failures else 0
+    files, unreadable = scan(_files(args.paths))
+    for problem in unreadable:
+        print(problem, file=sys.stderr)
+    try:
+        report = send(peer, config.calling_ae_title, files, tls=tls_args(peer, config.path))
+    except (SendError, DeliveryError) as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"{peer.name}: stored {report.stored} of {len(files)} instance(s)")
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return 1 if unreadable or report.problems else 0
 
 
 def _models_list(args: argparse.Namespace) -> int:
