@@ -17,18 +17,20 @@ from dicom_node.logs import configure
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The configuration, with logging (library warnings included) set up as it says."""
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"dicom-node: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    configure(config.logging.level)
+    return config
 
 
 def _serve(args: argparse.Namespace) -> int:
     from dicom_node.node import Node
 
     config = _config(args)
-    configure(config.logging.level)
     Node(config).serve_forever()
     return 0
 
