@@ -27,6 +27,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node import __version__, watermark
 from dicom_node.attributes import number
+from dicom_node.body_parts import laterality_required
 from dicom_node.keys import Signer
 from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.provenance import ProvenanceRecord, write_private_block
@@ -211,12 +212,10 @@ def _check(output: Volume, sources: Sequence[SeriesVolume], card: ModelCard) -> 
 
 
 def _laterality(ds: Dataset, source: Dataset) -> None:
-    """Laterality (Type 2C): the source's, else empty ("unknown") when the body part is
-    not stated, since a paired body part cannot be ruled out (PS3.3 C.7.3.1)."""
-    if "Laterality" in source:
-        ds.Laterality = source.Laterality
-    elif "BodyPartExamined" not in source:
-        ds.Laterality = None
+    """Laterality (Type 2C): only where its condition holds (a paired or unstated body
+    part, :mod:`dicom_node.body_parts`); then the source's value, else empty (unknown)."""
+    if laterality_required(source.get("BodyPartExamined")):
+        ds.Laterality = source.get("Laterality", None)
 
 
 def _modality_module(ds: Dataset, card: ModelCard, source: Dataset) -> None:
