@@ -299,7 +299,9 @@ def load_config(path: Path | str | None = None) -> Config:
     """Reads and validates a configuration file (or ``$DICOM_NODE_CONFIG``).
 
     With neither, the built-in defaults apply with paths relative to the working
-    directory.
+    directory. A file that is empty (or only comments) is refused rather than read as
+    "all defaults": it is far likelier a failed copy than a wish; ``{}`` asks for the
+    defaults explicitly.
     """
     if path is None:
         env = os.environ.get(ENV_CONFIG)
@@ -308,11 +310,18 @@ def load_config(path: Path | str | None = None) -> Config:
         return Config()
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is None:
+        raise ConfigError(
+            f"{path}: the file is empty (no setting in it); write {{}} to run on the "
+            "built-in defaults"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:

@@ -42,10 +42,32 @@ def test_built_in_defaults_are_complete_and_valid() -> None:
     assert config.synthetic.series_description_prefix == "SYNTHETIC"
 
 
-def test_empty_file_gives_the_defaults_with_paths_beside_it(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path / "site", ""))
+@pytest.mark.parametrize("text", ["", "\n  \n", "# every key commented out\n# node:\n"])
+def test_an_empty_file_is_refused_naming_it(tmp_path: Path, text: str) -> None:
+    """An empty file is a mistake (a failed copy, a template never filled), not a wish for
+    the defaults: the node would run on the wrong port, spool and routes without a word."""
+    path, message = _error(tmp_path, text)
+    assert message.startswith(f"{path}: the file is empty")
+
+
+def test_an_empty_mapping_gives_the_defaults_with_paths_beside_it(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path / "site", "{}\n"))
     assert config.node == Config().node
     assert config.spool_dir == tmp_path / "site" / "var" / "spool"
+
+
+def test_a_file_that_is_not_text_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\x00\xff\xfe binary \x89PNG")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: not UTF-8 text")
+
+
+def test_a_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration") as err:
+        load_config(tmp_path)
+    assert str(tmp_path) in str(err.value)
 
 
 def test_shipped_config_yaml_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -295,7 +317,7 @@ def test_destination_lookup_by_name_and_by_calling_ae(tmp_path: Path) -> None:
 
 
 def test_loaded_config_does_not_share_state_with_the_default_roles(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, ""))
+    config = load_config(_write(tmp_path, "{}"))
     config.series_roles["T1"]["SeriesDescription"] = "changed"
     config.series_roles["NEW"] = {"Modality": "^PT$"}
     assert DEFAULT_ROLES["T1"]["SeriesDescription"] == r"(?i)^(?!.*flair).*t1"
