@@ -21,40 +21,27 @@ from sqlalchemy.orm import Session
 
 from dicom_node.config import RoleRule, Route
 from dicom_node.provenance import PRIVATE_CREATOR
+from dicom_node.sop_classes import is_volume_image
 from inference.card import ModelCard
 from storage.models import AuditEvent, Job, JobState, Study
 
 SYNTHESIZING_EQUIPMENT = ("109100", "DCM")
 
-IMAGE_SOP_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.",)
-NON_IMAGE_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
-        "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
-        "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
-        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-        "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    }
-)
-
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """A received series as routing sees it: one representative header and its instances."""
+    """A received series as routing sees it: the header of one of its image instances,
+    those instances, and the SOP classes of the other objects it holds (left out)."""
 
     series_uid: str
     header: Dataset
     sop_instance_uids: tuple[str, ...]
     series_number: int | None = None
+    other_objects: tuple[str, ...] = ()
 
     @property
     def is_image(self) -> bool:
-        sop_class = str(self.header.get("SOPClassUID", ""))
-        if sop_class in NON_IMAGE_SOP_CLASSES or sop_class.startswith(
-            "1.2.840.10008.5.1.4.1.1.88."
-        ):
-            return False
-        return sop_class.startswith(IMAGE_SOP_CLASS_PREFIXES) and "Rows" in self.header
+        return is_volume_image(str(self.header.get("SOPClassUID", ""))) and "Rows" in self.header
 
 
 def is_synthetic(header: Dataset) -> bool:

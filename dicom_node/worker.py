@@ -27,6 +27,7 @@ from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
 from dicom_node.marking import default_mark
 from dicom_node.provenance import InputRecord, ProvenanceRecord
+from dicom_node.sop_classes import VOLUME_IMAGE_SOP_CLASSES
 from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
@@ -296,11 +297,16 @@ class Synthesizer:
 
 
 def _instance_keys(session: Session, series_uid: str) -> list[str]:
+    """The series' image instances; other objects in it (raw data, presentation states,
+    private objects) are no part of its volume (:mod:`dicom_node.sop_classes`)."""
     return list(
         session.scalars(
             select(Instance.spool_key)
             .join(Series, Series.id == Instance.series_id)
-            .where(Series.series_uid == series_uid)
+            .where(
+                Series.series_uid == series_uid,
+                Instance.sop_class_uid.in_(VOLUME_IMAGE_SOP_CLASSES),
+            )
             .order_by(Instance.id)
         )
     )
