@@ -300,6 +300,28 @@ def _keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roles_explain(args: argparse.Namespace) -> int:
+    from dicom_node.explain import ExplainError, explain, series_from_database, series_from_files
+    from inference.registry import load_registry
+
+    config = _config(args)
+    target = Path(args.target)
+    try:
+        if target.exists():
+            series, sender = series_from_files(_files([args.target])), None
+        else:
+            series, sender = series_from_database(config, args.target)
+    except ExplainError as exc:
+        print(f"dicom-node: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    registry = load_registry(
+        config.models_dir, config.inference.providers, config.inference.intra_op_threads
+    )
+    for line in explain(series, config, {m.card.id: m.card for m in registry}, sender):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
@@ -360,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     init = keys.add_parser("init", help="make a self-signed key and certificate")
     init.add_argument("--force", action="store_true", help="replace existing files")
     init.set_defaults(func=_keys_init)
+
+    roles = sub.add_parser("roles", help="series roles").add_subparsers(
+        dest="roles_command", required=True
+    )
+    explain = roles.add_parser(
+        "explain", help="dry run: which rule each series matches, and what routing decides"
+    )
+    explain.add_argument("target", help="a file or folder, or the Study Instance UID of a study")
+    explain.set_defaults(func=_roles_explain)
 
     jobs = sub.add_parser("jobs", help="synthesis jobs").add_subparsers(
         dest="jobs_command", required=True
