@@ -32,8 +32,9 @@ from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
-from inference.predict import InferenceError, translate
+from inference.predict import InferenceError
 from inference.registry import LoadedModel, Registry
+from inference.reorient import translate_in_plane
 from storage.database import Database
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
@@ -182,7 +183,9 @@ class Synthesizer:
         model = self._model(job)
         card = model.card
         sources = self._inputs(job)
-        result = translate(model, [s.volume for s in sources], self.config.inference.batch_size)
+        result = translate_in_plane(
+            model, [s.volume for s in sources], self.config.inference.batch_size
+        )
         now = self.clock()
         series_uid = output_series_uid(job.input_series, card.id, card.version)
         provenance = ProvenanceRecord(
