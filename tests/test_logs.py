@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -44,6 +45,7 @@ def _odd_file(path: Path) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # writing the odd file here
 def test_pydicom_warnings_are_json_lines_without_values(tmp_path: Path) -> None:
     mode = pydicom.config.settings.writing_validation_mode
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
