@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from dicom_node.attributes import number
 from dicom_node.logs import emit, get_logger
 from dicom_node.routing import SeriesInfo
+from dicom_node.sop_classes import is_volume_image
 from storage.models import Instance, Series, Study, StudyState
 from storage.spool import Spool
 
@@ -54,19 +55,26 @@ def _header(spool: Spool, keys: list[str]) -> Dataset | None:
 
 
 def study_series(session: Session, study: Study, spool: Spool) -> list[SeriesInfo]:
-    """Every series of the study with one representative header and its instance UIDs."""
+    """Every series of the study: its image instances (what a volume is made of), one of
+    their headers, and the other objects it holds, which synthesis leaves out whichever
+    instance arrived first (a series with no image instance is described by the header
+    of another object, for routing to name it)."""
     rows = session.execute(
-        select(Series.series_uid, Instance.sop_instance_uid, Instance.spool_key)
+        select(
+            Series.series_uid, Instance.sop_instance_uid, Instance.sop_class_uid, Instance.spool_key
+        )
         .join(Instance, Instance.series_id == Series.id)
         .where(Series.study_id == study.id)
         .order_by(Series.id, Instance.id)
     ).all()
-    by_series: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for series_uid, sop_uid, key in rows:
-        by_series[series_uid].append((sop_uid, key))
+    by_series: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for series_uid, sop_uid, sop_class, key in rows:
+        by_series[series_uid].append((sop_uid, sop_class, key))
     infos = []
     for series_uid, members in by_series.items():
-        header = _header(spool, [key for _, key in members])
+        images = [(uid, key) for uid, sop_class, key in members if is_volume_image(sop_class)]
+        others = tuple(sop_class for _, sop_class, _ in members if not is_volume_image(sop_class))
+        header = _header(spool, [key for _, key in images] or [key for _, _, key in members])
         if header is None:
             emit(
                 log,
@@ -77,12 +85,24 @@ def study_series(session: Session, study: Study, spool: Spool) -> list[SeriesInf
                 reason="no instance of the series has a readable header",
             )
             continue
+        if images and others:
+            emit(
+                log,
+                "series.objects_ignored",
+                study_uid=study.study_uid,
+                series_uid=series_uid,
+                images=len(images),
+                ignored=len(others),
+                sop_classes=sorted(set(others)),
+                reason="not images of a volume: kept and retrievable, left out of synthesis",
+            )
         infos.append(
             SeriesInfo(
                 series_uid=series_uid,
                 header=header,
-                sop_instance_uids=tuple(uid for uid, _ in members),
+                sop_instance_uids=tuple(uid for uid, _ in images),
                 series_number=number(header, "SeriesNumber"),
+                other_objects=others,
             )
         )
     return infos

@@ -17,18 +17,20 @@ from dicom_node.logs import configure
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The configuration, with logging (library warnings included) set up as it says."""
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"dicom-node: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    configure(config.logging.level)
+    return config
 
 
 def _serve(args: argparse.Namespace) -> int:
     from dicom_node.node import Node
 
     config = _config(args)
-    configure(config.logging.level)
     Node(config).serve_forever()
     return 0
 
@@ -75,34 +77,24 @@ def _files(paths: Sequence[str]) -> list[Path]:
 
 
 def _send(args: argparse.Namespace) -> int:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    from dicom_node.dispatch import DeliveryError, send_files
+    from dicom_node.dispatch import DeliveryError
+    from dicom_node.sending import SendError, scan, send
     from dicom_node.tls import tls_args
 
     config = _config(args)
     peer = _peer(args, config)
-    failures = 0
-    by_class: dict[str, list[Path]] = {}
-    for path in _files(args.paths):
-        try:
-            sop_class = str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID)
-        except (InvalidDicomError, OSError, AttributeError) as exc:
-            print(f"{path}: not DICOM ({exc})", file=sys.stderr)
-            failures += 1
-            continue
-        by_class.setdefault(sop_class, []).append(path)
-    for sop_class, paths in by_class.items():
-        try:
-            sent = send_files(
-                peer, config.calling_ae_title, paths, sop_class, tls=tls_args(peer, config.path)
-            )
-            print(f"{peer.name}: stored {sent} instance(s) of {sop_class}")
-        except DeliveryError as exc:
-            print(f"{exc}", file=sys.stderr)
-            failures += 1
-    return 1 if failures else 0
+    files, unreadable = scan(_files(args.paths))
+    for problem in unreadable:
+        print(problem, file=sys.stderr)
+    try:
+        report = send(peer, config.calling_ae_title, files, tls=tls_args(peer, config.path))
+    except (SendError, DeliveryError) as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"{peer.name}: stored {report.stored} of {len(files)} instance(s)")
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return 1 if unreadable or report.problems else 0
 
 
 def _models_list(args: argparse.Namespace) -> int:
@@ -308,6 +300,28 @@ def _keys_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roles_explain(args: argparse.Namespace) -> int:
+    from dicom_node.explain import ExplainError, explain, series_from_database, series_from_files
+    from inference.registry import load_registry
+
+    config = _config(args)
+    target = Path(args.target)
+    try:
+        if target.exists():
+            series, sender = series_from_files(_files([args.target])), None
+        else:
+            series, sender = series_from_database(config, args.target)
+    except ExplainError as exc:
+        print(f"dicom-node: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    registry = load_registry(
+        config.models_dir, config.inference.providers, config.inference.intra_op_threads
+    )
+    for line in explain(series, config, {m.card.id: m.card for m in registry}, sender):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
@@ -368,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     init = keys.add_parser("init", help="make a self-signed key and certificate")
     init.add_argument("--force", action="store_true", help="replace existing files")
     init.set_defaults(func=_keys_init)
+
+    roles = sub.add_parser("roles", help="series roles").add_subparsers(
+        dest="roles_command", required=True
+    )
+    explain = roles.add_parser(
+        "explain", help="dry run: which rule each series matches, and what routing decides"
+    )
+    explain.add_argument("target", help="a file or folder, or the Study Instance UID of a study")
+    explain.set_defaults(func=_roles_explain)
 
     jobs = sub.add_parser("jobs", help="synthesis jobs").add_subparsers(
         dest="jobs_command", required=True

@@ -7,6 +7,7 @@ of the configuration file, so a config can be moved together with its data.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import re
@@ -18,10 +19,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from dicom_node.role_defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
+from dicom_node.roles import RoleRule, RoleRules
 
 ENV_CONFIG = "DICOM_NODE_CONFIG"
 
@@ -122,15 +127,33 @@ class InferenceSettings(_Section):
     workers: int = Field(1, ge=1, le=16)
 
 
-RoleRule = dict[str, str | tuple[float, float]]
+_RULE = TypeAdapter(RoleRule)
 
-DEFAULT_ROLES: dict[str, RoleRule] = {
-    "T1": {"Modality": "^MR$", "SeriesDescription": r"(?i)^(?!.*flair).*t1"},
-    "T2": {"Modality": "^MR$", "SeriesDescription": r"(?i)^(?!.*flair).*t2"},
-    "FLAIR": {"Modality": "^MR$", "SeriesDescription": "(?i)flair"},
-    "CT": {"Modality": "^CT$"},
-}
-"""Roles when the configuration names none: a FLAIR series is never taken for T1 or T2."""
+
+def _checked_rules(kind: str, table: Any) -> Any:
+    """Each rule of a role (or exclusion) table, validated with a message naming the role
+    and the keyword; the table keeps its shape (one rule, or a list of rules)."""
+    if not isinstance(table, dict):
+        return table  # the field's own validation names the problem
+    for name, rules in table.items():
+        for rule in rules if isinstance(rules, list) else [rules]:
+            try:
+                parsed = _RULE.validate_python(rule)
+            except ValidationError as exc:
+                raise ValueError(f"{kind} {name}: {_format_errors(exc)}") from exc
+            if not parsed:
+                raise ValueError(f"{kind} {name}: a rule needs at least one attribute")
+            for keyword, expected in parsed.items():
+                if isinstance(expected, str):
+                    try:
+                        re.compile(expected)
+                    except re.error as exc:
+                        raise ValueError(
+                            f"{kind} {name}: {keyword}: bad regular expression ({exc})"
+                        ) from exc
+                elif expected[0] > expected[1]:
+                    raise ValueError(f"{kind} {name}: {keyword}: range {expected} is empty")
+    return table
 
 
 class SyntheticSettings(_Section):
@@ -200,8 +223,10 @@ class Config(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
-    series_roles: dict[str, RoleRule] = Field(
-        default_factory=lambda: {role: dict(rule) for role, rule in DEFAULT_ROLES.items()}
+    series_roles: dict[str, RoleRules] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_ROLES))
+    series_exclusions: dict[str, RoleRules] = Field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_EXCLUSIONS),
+        description="series that play no role, whatever their description; checked first",
     )
     destinations: list[Destination] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -212,23 +237,15 @@ class Config(_Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
-    @field_validator("series_roles")
+    @field_validator("series_roles", mode="before")
     @classmethod
-    def _rules(cls, roles: dict[str, RoleRule]) -> dict[str, RoleRule]:
-        for role, rule in roles.items():
-            if not rule:
-                raise ValueError(f"role {role}: a rule needs at least one attribute")
-            for keyword, expected in rule.items():
-                if isinstance(expected, str):
-                    try:
-                        re.compile(expected)
-                    except re.error as exc:
-                        raise ValueError(
-                            f"role {role}: {keyword}: bad regular expression ({exc})"
-                        ) from exc
-                elif expected[0] > expected[1]:
-                    raise ValueError(f"role {role}: {keyword}: range {expected} is empty")
-        return roles
+    def _roles(cls, roles: Any) -> Any:
+        return _checked_rules("role", roles)
+
+    @field_validator("series_exclusions", mode="before")
+    @classmethod
+    def _exclusions(cls, exclusions: Any) -> Any:
+        return _checked_rules("exclusion", exclusions)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -299,7 +316,9 @@ def load_config(path: Path | str | None = None) -> Config:
     """Reads and validates a configuration file (or ``$DICOM_NODE_CONFIG``).
 
     With neither, the built-in defaults apply with paths relative to the working
-    directory.
+    directory. A file that is empty (or only comments) is refused rather than read as
+    "all defaults": it is far likelier a failed copy than a wish; ``{}`` asks for the
+    defaults explicitly.
     """
     if path is None:
         env = os.environ.get(ENV_CONFIG)
@@ -308,11 +327,18 @@ def load_config(path: Path | str | None = None) -> Config:
         return Config()
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if raw is None:
+        raise ConfigError(
+            f"{path}: the file is empty (no setting in it); write {{}} to run on the "
+            "built-in defaults"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:

@@ -68,13 +68,15 @@ def _reachable(destination: Destination, timeout_s: float) -> None:
         ) from exc
 
 
-def _associate(
+def associate(
     destination: Destination,
     calling_ae: str,
-    sop_classes: Sequence[str],
+    contexts: Sequence[tuple[str, Sequence[str]]],
     timeout_s: float,
     tls: TLSArgs | None,
 ) -> Association:
+    """An association with ``destination`` proposing each (SOP class, transfer syntaxes)
+    presentation context; raises :class:`DeliveryError` saying why when none is made."""
     _reachable(destination, timeout_s)
     polling.install()
     ae = AE(ae_title=calling_ae)
@@ -83,8 +85,8 @@ def _associate(
     ae.acse_timeout = timeout_s
     ae.dimse_timeout = timeout_s
     ae.network_timeout = timeout_s
-    for sop_class in sop_classes:
-        ae.add_requested_context(sop_class, list(TRANSFER_SYNTAXES))
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, list(syntaxes))
     assoc = ae.associate(
         destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
     )
@@ -108,7 +110,7 @@ def send_files(
 ) -> int:
     """C-STOREs every file on one association; returns how many were stored, or raises
     naming the first instance the destination did not store."""
-    assoc = _associate(destination, calling_ae, [sop_class_uid], timeout_s, tls)
+    assoc = associate(destination, calling_ae, [(sop_class_uid, TRANSFER_SYNTAXES)], timeout_s, tls)
     try:
         for count, path in enumerate(paths):
             polling.note_activity()

@@ -9,7 +9,6 @@ causes no loop (ARCHITECTURE.md, "Synthetic series").
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,42 +18,30 @@ from pydicom.multival import MultiValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicom_node.config import RoleRule, Route
+from dicom_node.config import Route
 from dicom_node.provenance import PRIVATE_CREATOR
+from dicom_node.roles import RoleRules, attribute, recognise
+from dicom_node.sop_classes import is_volume_image
 from inference.card import ModelCard
 from storage.models import AuditEvent, Job, JobState, Study
 
 SYNTHESIZING_EQUIPMENT = ("109100", "DCM")
 
-IMAGE_SOP_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.",)
-NON_IMAGE_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
-        "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
-        "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
-        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-        "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    }
-)
-
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """A received series as routing sees it: one representative header and its instances."""
+    """A received series as routing sees it: the header of one of its image instances,
+    those instances, and the SOP classes of the other objects it holds (left out)."""
 
     series_uid: str
     header: Dataset
     sop_instance_uids: tuple[str, ...]
     series_number: int | None = None
+    other_objects: tuple[str, ...] = ()
 
     @property
     def is_image(self) -> bool:
-        sop_class = str(self.header.get("SOPClassUID", ""))
-        if sop_class in NON_IMAGE_SOP_CLASSES or sop_class.startswith(
-            "1.2.840.10008.5.1.4.1.1.88."
-        ):
-            return False
-        return sop_class.startswith(IMAGE_SOP_CLASS_PREFIXES) and "Rows" in self.header
+        return is_volume_image(str(self.header.get("SOPClassUID", ""))) and "Rows" in self.header
 
 
 def is_synthetic(header: Dataset) -> bool:
@@ -72,33 +59,14 @@ def is_synthetic(header: Dataset) -> bool:
     )
 
 
-def _text(value: object) -> str:
-    if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
-def _matches(header: Dataset, rule: RoleRule) -> bool:
-    for keyword, expected in rule.items():
-        value = header.get(keyword)
-        if value is None or value == "":
-            return False
-        if isinstance(expected, str):
-            if not re.search(expected, _text(value)):
-                return False
-        else:
-            try:
-                number = float(value[0] if isinstance(value, (list, MultiValue)) else value)
-            except (TypeError, ValueError):
-                return False
-            if not expected[0] <= number <= expected[1]:
-                return False
-    return True
-
-
-def classify(header: Dataset, roles: Mapping[str, RoleRule]) -> frozenset[str]:
-    """Every role whose rule the header satisfies (usually one)."""
-    return frozenset(role for role, rule in roles.items() if _matches(header, rule))
+def classify(
+    header: Dataset,
+    roles: Mapping[str, RoleRules],
+    exclusions: Mapping[str, RoleRules] | None = None,
+) -> frozenset[str]:
+    """Every role whose rules the header satisfies (usually one); none when an exclusion
+    holds."""
+    return recognise(header, roles, exclusions or {}).roles
 
 
 def fingerprint(series: Sequence[SeriesInfo]) -> str:
@@ -134,9 +102,40 @@ class Decision:
     reason: str
 
 
+def _voxel_volume(header: Dataset) -> float:
+    """mm³ per voxel (Pixel Spacing × Slice Thickness), infinite when not stated."""
+    spacing = attribute(header, "PixelSpacing")
+    thickness = attribute(header, "SliceThickness")
+    if not isinstance(spacing, (list, MultiValue)) or len(spacing) != 2:
+        return float("inf")
+    try:
+        return float(spacing[0]) * float(spacing[1]) * float(str(thickness))
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def preference(candidate: tuple[SeriesInfo, frozenset[str]]) -> tuple[object, ...]:
+    """Order among series that qualify for one role, best first: the one that plays no
+    other role; then one without contrast agent (Contrast/Bolus Agent absent, PS3.3
+    C.7.6.4); then the finest voxels; then the most instances; then the lowest Series
+    Number (the first acquired) and Series Instance UID, so the choice never depends on
+    arrival order. Exactly one series is chosen: a role never yields two outputs."""
+    series, roles = candidate
+    contrast = attribute(series.header, "ContrastBolusAgent") is not None
+    return (
+        len(roles),
+        contrast,
+        _voxel_volume(series.header),
+        -len(series.sop_instance_uids),
+        series.series_number or 0,
+        series.series_uid,
+    )
+
+
 @dataclass
 class StudyRoles:
-    """The study's non-synthetic image series, grouped by role."""
+    """The study's non-synthetic image series, grouped by role, and why the others play
+    none."""
 
     by_role: dict[str, list[tuple[SeriesInfo, frozenset[str]]]] = field(default_factory=dict)
     ignored: list[tuple[str, str]] = field(default_factory=list)
@@ -145,30 +144,35 @@ class StudyRoles:
         return bool(self.by_role.get(role))
 
     def best(self, role: str) -> SeriesInfo:
-        """Prefers a series that plays only this role, then the most slices, then the lowest
-        series number, so that a choice between candidates is stable."""
-        candidates = self.by_role[role]
-        return min(
-            candidates,
-            key=lambda c: (
-                len(c[1]),
-                -len(c[0].sop_instance_uids),
-                c[0].series_number or 0,
-                c[0].series_uid,
-            ),
-        )[0]
+        """The series chosen for ``role`` (:func:`preference`)."""
+        return min(self.by_role[role], key=preference)[0]
 
 
-def study_roles(series: Iterable[SeriesInfo], roles: Mapping[str, RoleRule]) -> StudyRoles:
+def why_not_image(series: SeriesInfo) -> str | None:
+    """Why a series is no candidate for any role, before its rules are read; None if it is."""
+    if is_synthetic(series.header):
+        return "synthetic"
+    if not series.is_image:
+        return "not an image series"
+    return None
+
+
+def study_roles(
+    series: Iterable[SeriesInfo],
+    roles: Mapping[str, RoleRules],
+    exclusions: Mapping[str, RoleRules] | None = None,
+) -> StudyRoles:
     result = StudyRoles()
     for s in series:
-        if is_synthetic(s.header):
-            result.ignored.append((s.series_uid, "synthetic"))
+        reason = why_not_image(s)
+        if reason is not None:
+            result.ignored.append((s.series_uid, reason))
             continue
-        if not s.is_image:
-            result.ignored.append((s.series_uid, "not an image series"))
+        recognition = recognise(s.header, roles, exclusions or {})
+        if recognition.exclusion is not None:
+            result.ignored.append((s.series_uid, f"excluded as {recognition.exclusion[0]}"))
             continue
-        matched = classify(s.header, roles)
+        matched = recognition.roles
         if not matched:
             result.ignored.append((s.series_uid, "no role matches"))
         for role in matched:
@@ -178,13 +182,14 @@ def study_roles(series: Iterable[SeriesInfo], roles: Mapping[str, RoleRule]) -> 
 
 def decide(
     series: Sequence[SeriesInfo],
-    roles: Mapping[str, RoleRule],
+    roles: Mapping[str, RoleRules],
     routes: Sequence[Route],
     cards: Mapping[str, ModelCard],
     sender_destination: str | None,
+    exclusions: Mapping[str, RoleRules] | None = None,
 ) -> list[Decision]:
     """For every route: the job to run, or why none runs."""
-    present = study_roles(series, roles)
+    present = study_roles(series, roles, exclusions)
     decisions = []
     for route in routes:
         card = cards.get(route.model)

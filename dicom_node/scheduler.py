@@ -78,6 +78,7 @@ class Scheduler:
                 self.config.routes,
                 self.cards,
                 sender.name if sender else None,
+                self.config.series_exclusions,
             )
             jobs = record_decisions(session, study, decisions, now)
             study.state = StudyState.ROUTED

@@ -24,11 +24,13 @@ from pynetdicom import (
     AE,
     AllStoragePresentationContexts,
     evt,
+    register_uid,
 )
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,6 +47,7 @@ from dicom_node.config import Config
 from dicom_node.filemeta import file_meta
 from dicom_node.logs import emit, get_logger
 from dicom_node.qr import QueryRetrieveSCP
+from dicom_node.sop_classes import VENDOR_PRIVATE_STORAGE_SOP_CLASSES
 from dicom_node.status import RejectReason, RejectResult, RejectSource, StoreStatus
 from dicom_node.tls import server_context
 from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -316,6 +319,13 @@ def _on_established(event: Event) -> None:
     emit(log, "association.accepted", 10, calling_ae=str(rq.ae_title).strip(), address=rq.address)
 
 
+def _register_vendor_storage() -> None:
+    """Teaches pynetdicom the vendors' private storage SOP classes, so that their C-STOREs
+    reach the store handler (pynetdicom answers unknown classes itself, with a failure)."""
+    for uid, keyword in VENDOR_PRIVATE_STORAGE_SOP_CLASSES.items():
+        register_uid(uid, keyword, StorageServiceClass)  # idempotent
+
+
 class StorageSCP:
     """The listening Application Entity; runs its own threads (one per association)."""
 
@@ -332,6 +342,7 @@ class StorageSCP:
         self._lock = threading.Lock()
 
     def _make_ae(self) -> AE:
+        _register_vendor_storage()
         node = self.config.node
         ae = AE(ae_title=node.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
@@ -339,10 +350,11 @@ class StorageSCP:
         ae.add_supported_context(Verification)
         for sop_class in qr.SOP_CLASSES:
             ae.add_supported_context(sop_class)
-        for context in AllStoragePresentationContexts:
+        storage = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+        for sop_class in (*storage, *VENDOR_PRIVATE_STORAGE_SOP_CLASSES):
             # SCU role too: a C-GET's instances travel back on the requestor's association.
             ae.add_supported_context(
-                str(context.abstract_syntax),
+                sop_class,
                 list(ACCEPTED_TRANSFER_SYNTAXES),
                 scu_role=True,
                 scp_role=True,

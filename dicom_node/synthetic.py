@@ -27,6 +27,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node import __version__, watermark
 from dicom_node.attributes import number
+from dicom_node.body_parts import laterality_required
 from dicom_node.keys import Signer
 from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.provenance import ProvenanceRecord, write_private_block
@@ -153,22 +154,27 @@ def _contributing_equipment(card: ModelCard, marking: Marking, when: datetime) -
     )
 
 
-def _nearest_slice(source: SeriesVolume, position: np.ndarray) -> Dataset:
+def _nearest_slice(source: SeriesVolume, position: np.ndarray) -> int:
     geometry = source.volume.geometry
     normal = np.asarray(geometry.slice_direction)
     offset = float(np.dot(position - np.asarray(geometry.origin), normal))
-    k = int(np.clip(round(offset / geometry.spacing[0]), 0, geometry.shape[0] - 1))
-    return source.headers[k]
+    return int(np.clip(round(offset / geometry.spacing[0]), 0, geometry.shape[0] - 1))
 
 
 def _source_images(sources: Sequence[SeriesVolume], k: int) -> DicomSequence:
+    """Each input's slice that output slice ``k`` was made from; a frame of a multi-frame
+    source is named by its Referenced Frame Number (PS3.3 C.10.3)."""
     position = np.asarray(sources[0].volume.geometry.slice_origin(k))
     items = []
     for i, source in enumerate(sources):
-        header = source.headers[k] if i == 0 else _nearest_slice(source, position)
+        index = k if i == 0 else _nearest_slice(source, position)
+        header = source.headers[index]
         item = Dataset()
         item.ReferencedSOPClassUID = header.SOPClassUID
         item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        frame = source.frames[index] if source.frames else None
+        if frame is not None:
+            item.ReferencedFrameNumber = frame
         item.PurposeOfReferenceCodeSequence = [SOURCE_IMAGE_PURPOSE]
         items.append(item)
     return DicomSequence(items)
@@ -179,8 +185,9 @@ def _referenced_series(sources: Sequence[SeriesVolume]) -> DicomSequence:
     for source in sources:
         item = Dataset()
         item.SeriesInstanceUID = source.series_uid
+        instances = {str(h.SOPInstanceUID): str(h.SOPClassUID) for h in source.headers}
         item.ReferencedInstanceSequence = [
-            _reference(h.SOPClassUID, h.SOPInstanceUID) for h in source.headers
+            _reference(sop_class, uid) for uid, sop_class in instances.items()
         ]
         items.append(item)
     return DicomSequence(items)
@@ -211,12 +218,10 @@ def _check(output: Volume, sources: Sequence[SeriesVolume], card: ModelCard) -> 
 
 
 def _laterality(ds: Dataset, source: Dataset) -> None:
-    """Laterality (Type 2C): the source's, else empty ("unknown") when the body part is
-    not stated, since a paired body part cannot be ruled out (PS3.3 C.7.3.1)."""
-    if "Laterality" in source:
-        ds.Laterality = source.Laterality
-    elif "BodyPartExamined" not in source:
-        ds.Laterality = None
+    """Laterality (Type 2C): only where its condition holds (a paired or unstated body
+    part, :mod:`dicom_node.body_parts`); then the source's value, else empty (unknown)."""
+    if laterality_required(source.get("BodyPartExamined")):
+        ds.Laterality = source.get("Laterality", None)
 
 
 def _modality_module(ds: Dataset, card: ModelCard, source: Dataset) -> None:
@@ -268,7 +273,7 @@ def build_series(
             if keyword in header:
                 ds[keyword] = header[keyword]
         ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = output_instance_uid(series_uid, str(header.SOPInstanceUID))
+        ds.SOPInstanceUID = output_instance_uid(series_uid, sources[0].source_key(k))
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         ds.Modality = card.output.modality
         ds.SeriesInstanceUID = series_uid

@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicom_node.frames import Frame, FrameError, number_of_frames, split
 from inference.geometry import Geometry, Volume
 
 MAX_PIXELS_PER_SLICE = 8192 * 8192
@@ -46,6 +47,15 @@ class SeriesVolume:
     volume: Volume
     headers: tuple[Dataset, ...]
     pixel_sha256: str
+    frames: tuple[int | None, ...] = ()
+    """Per slice, its frame number in a multi-frame source object (None: single-frame)."""
+
+    def source_key(self, k: int) -> str:
+        """Names slice ``k``'s source image: its SOP Instance UID, and its frame number
+        when it is one frame of a multi-frame object."""
+        uid = str(self.headers[k].SOPInstanceUID)
+        frame = self.frames[k] if self.frames else None
+        return uid if frame is None else f"{uid}#{frame}"
 
     @property
     def series_uid(self) -> str:
@@ -126,8 +136,6 @@ def _check_header(ds: Dataset, where: str) -> tuple[int, int]:
         raise VolumeError(
             f"{where}: photometric interpretation {photometric or 'missing'} is not grayscale"
         )
-    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        raise VolumeError(f"{where}: multi-frame images are not supported; send single-frame")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError) as exc:
@@ -140,25 +148,33 @@ def _check_header(ds: Dataset, where: str) -> tuple[int, int]:
 def _check_pixel_length(ds: Dataset, rows: int, cols: int, where: str) -> None:
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         return
-    needed = rows * cols * ((int(ds.get("BitsAllocated", 16)) + 7) // 8)
+    frames = number_of_frames(ds)
+    needed = frames * rows * cols * ((int(ds.get("BitsAllocated", 16)) + 7) // 8)
     have = len(ds.PixelData)
     if have < needed:
         raise VolumeError(
-            f"{where}: PixelData holds {have} bytes, Rows×Columns needs {needed} (truncated)"
+            f"{where}: PixelData holds {have} bytes, Rows×Columns"
+            f"{'' if frames == 1 else f'×{frames} frames'} needs {needed} (truncated)"
         )
 
 
-def _pixels(ds: Dataset, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """The stored values and the values in physical units (after Modality LUT rescale)."""
+def _stored_frames(ds: Dataset, rows: int, cols: int, where: str) -> np.ndarray:
+    """Every frame's stored values, (frames, rows, columns), decoded once per object."""
     try:
         stored = ds.pixel_array
     except Exception as exc:  # decoders raise many types; each means "cannot decode"
         raise VolumeError(
             f"{where}: cannot decode pixel data ({type(exc).__name__}: {exc})"
         ) from exc
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    return stored, stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return stored.reshape(-1, rows, cols)
+
+
+def _physical(stored: np.ndarray, header: Dataset) -> np.ndarray:
+    """Stored values → physical units with the slice's (or frame's) Rescale Slope and
+    Intercept (Modality LUT, PS3.3 C.11.1)."""
+    slope = float(header.get("RescaleSlope", 1) or 1)
+    intercept = float(header.get("RescaleIntercept", 0) or 0)
+    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
 def _spacing(positions: np.ndarray, series_uid: str, fallback: float) -> float:
@@ -184,8 +200,32 @@ def _spacing(positions: np.ndarray, series_uid: str, fallback: float) -> float:
     return median
 
 
+@dataclass(frozen=True)
+class _Slice:
+    """One slice of the volume to be: a classic image, or one frame of an enhanced one."""
+
+    frame: Frame
+    dataset: Dataset
+    path: Path
+    where: str
+
+
+def _slices(datasets: Sequence[Dataset], paths: Sequence[Path], series_uid: str) -> list[_Slice]:
+    out: list[_Slice] = []
+    for ds, path in zip(datasets, paths, strict=True):
+        where = _where(series_uid, ds, path)
+        try:
+            frames = split(ds)
+        except FrameError as exc:
+            raise VolumeError(f"{where}: {exc}") from exc
+        out.extend(_Slice(frame, ds, path, where) for frame in frames)
+    return out
+
+
 def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
-    """Decodes the files of one series into a volume on its own grid."""
+    """Decodes the files of one series — single-frame images, or the frames of Enhanced
+    and Legacy Converted Enhanced objects (:mod:`dicom_node.frames`) — into a volume on
+    its own grid, with the same checks either way."""
     if not paths:
         raise VolumeError(f"series {series_uid}: no instances")
     datasets = [_read(p, series_uid) for p in paths]
@@ -195,9 +235,10 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
     if len(shapes) != 1:
         raise VolumeError(f"series {series_uid}: slices differ in Rows×Columns {sorted(shapes)}")
     rows, cols = shapes.pop()
+    slices = _slices(datasets, paths, series_uid)
 
     first = f"series {series_uid}"
-    iop = _floats(datasets[0], "ImageOrientationPatient", 6, first)
+    iop = _floats(slices[0].frame.header, "ImageOrientationPatient", 6, first)
     row_dir, col_dir = iop[:3], iop[3:]
     if abs(np.linalg.norm(row_dir) - 1) > 0.01 or abs(np.linalg.norm(col_dir) - 1) > 0.01:
         raise VolumeError(f"{first}: ImageOrientationPatient is not made of unit vectors")
@@ -206,23 +247,23 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
     row_dir /= np.linalg.norm(row_dir)
     col_dir /= np.linalg.norm(col_dir)
     normal = np.cross(row_dir, col_dir)
-    spacing_rc = _floats(datasets[0], "PixelSpacing", 2, first)
+    spacing_rc = _floats(slices[0].frame.header, "PixelSpacing", 2, first)
     if np.any(spacing_rc <= 0):
         raise VolumeError(f"{first}: PixelSpacing must be positive")
 
     keyed = []
-    for ds, path in zip(datasets, paths, strict=True):
-        where = _where(series_uid, ds, path)
-        other = _floats(ds, "ImageOrientationPatient", 6, where)
+    for s in slices:
+        header = s.frame.header
+        other = _floats(header, "ImageOrientationPatient", 6, s.where)
         if np.max(np.abs(other - iop)) > ORIENTATION_TOLERANCE * 10:
             raise VolumeError(f"series {series_uid}: slices have different orientations")
-        if np.max(np.abs(_floats(ds, "PixelSpacing", 2, where) - spacing_rc)) > 1e-3:
+        if np.max(np.abs(_floats(header, "PixelSpacing", 2, s.where) - spacing_rc)) > 1e-3:
             raise VolumeError(f"series {series_uid}: slices have different PixelSpacing")
-        position = _floats(ds, "ImagePositionPatient", 3, where)
-        keyed.append((float(np.dot(position, normal)), position, ds, path))
+        position = _floats(header, "ImagePositionPatient", 3, s.where)
+        keyed.append((float(np.dot(position, normal)), position, s))
     keyed.sort(key=lambda k: k[0])
     positions = np.asarray([k[0] for k in keyed])
-    thickness = float(datasets[0].get("SliceThickness", 1.0) or 1.0)
+    thickness = float(slices[0].frame.header.get("SliceThickness", 1.0) or 1.0)
     dz = _spacing(positions, series_uid, thickness)
 
     if len(keyed) > 1:
@@ -232,9 +273,9 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
     else:
         slice_dir = normal
 
-    # Every slice's pixel data is checked against its header before the volume is
+    # Every object's pixel data is checked against its header before the volume is
     # allocated: a header may declare an image far larger than the bytes it carries.
-    for _, _, ds, path in keyed:
+    for ds, path in zip(datasets, paths, strict=True):
         _check_pixel_length(ds, rows, cols, _where(series_uid, ds, path))
     try:
         stack = np.empty((len(keyed), rows, cols), dtype=np.float32)
@@ -243,11 +284,13 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
             f"series {series_uid}: {len(keyed)}×{rows}×{cols} voxels do not fit in memory"
         ) from exc
     digest = hashlib.sha256()
-    for k, (_, _, ds, path) in enumerate(keyed):
-        where = _where(series_uid, ds, path)
-        stored, physical = _pixels(ds, where)
+    decoded: dict[int, np.ndarray] = {}
+    for k, (_, _, s) in enumerate(keyed):
+        if id(s.dataset) not in decoded:
+            decoded[id(s.dataset)] = _stored_frames(s.dataset, rows, cols, s.where)
+        stored = decoded[id(s.dataset)][(s.frame.number or 1) - 1]
         digest.update(np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes())
-        stack[k] = physical
+        stack[k] = _physical(stored, s.frame.header)
 
     geometry = Geometry(
         origin=_vec3(keyed[0][1]),
@@ -257,9 +300,12 @@ def load_series(paths: Sequence[Path], series_uid: str) -> SeriesVolume:
         spacing=(dz, float(spacing_rc[0]), float(spacing_rc[1])),
         shape=(len(keyed), rows, cols),
     )
-    headers = tuple(_without_pixels(k[2]) for k in keyed)
+    headers = tuple(_without_pixels(k[2].frame.header) for k in keyed)
+    frames = tuple(k[2].frame.number for k in keyed)
     volume = Volume(stack, geometry, {"series_uid": series_uid})
-    return SeriesVolume(volume=volume, headers=headers, pixel_sha256=digest.hexdigest())
+    return SeriesVolume(
+        volume=volume, headers=headers, pixel_sha256=digest.hexdigest(), frames=frames
+    )
 
 
 def _vec3(v: np.ndarray) -> tuple[float, float, float]:

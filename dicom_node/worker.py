@@ -27,12 +27,14 @@ from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
 from dicom_node.marking import default_mark
 from dicom_node.provenance import InputRecord, ProvenanceRecord
+from dicom_node.sop_classes import VOLUME_IMAGE_SOP_CLASSES
 from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
-from inference.predict import InferenceError, translate
+from inference.predict import InferenceError
 from inference.registry import LoadedModel, Registry
+from inference.reorient import translate_in_plane
 from storage.database import Database
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
@@ -181,7 +183,9 @@ class Synthesizer:
         model = self._model(job)
         card = model.card
         sources = self._inputs(job)
-        result = translate(model, [s.volume for s in sources], self.config.inference.batch_size)
+        result = translate_in_plane(
+            model, [s.volume for s in sources], self.config.inference.batch_size
+        )
         now = self.clock()
         series_uid = output_series_uid(job.input_series, card.id, card.version)
         provenance = ProvenanceRecord(
@@ -296,11 +300,16 @@ class Synthesizer:
 
 
 def _instance_keys(session: Session, series_uid: str) -> list[str]:
+    """The series' image instances; other objects in it (raw data, presentation states,
+    private objects) are no part of its volume (:mod:`dicom_node.sop_classes`)."""
     return list(
         session.scalars(
             select(Instance.spool_key)
             .join(Series, Series.id == Instance.series_id)
-            .where(Series.series_uid == series_uid)
+            .where(
+                Series.series_uid == series_uid,
+                Instance.sop_class_uid.in_(VOLUME_IMAGE_SOP_CLASSES),
+            )
             .order_by(Instance.id)
         )
     )

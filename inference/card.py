@@ -184,6 +184,9 @@ class ModelCard(_Strict):
     pixel_spacing_mm: tuple[float, float] | None = Field(
         None, description="in-plane (row, column) spacing the model was trained at; null: any"
     )
+    plane: Literal["axial", "coronal", "sagittal", "any"] = Field(
+        "axial", description="slice plane the model was trained on; inputs are reoriented to it"
+    )
     tile_multiple: int = Field(1, ge=1, description="H and W are padded to a multiple of this")
     intended_use: str = Field(min_length=1)
     training_data: str = Field(min_length=1)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,18 @@ from onnx_models import conv1x1_model, linear_card
 from peers import Orthanc, PostgresServer, free_port
 
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A CLI command run in process sets up the node's logging (root handlers, level,
+    ``warnings.showwarning``); the next test gets pytest's back."""
+    root = logging.getLogger()
+    handlers, level, show = list(root.handlers), root.level, warnings.showwarning
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    warnings.showwarning = show
 
 
 @pytest.fixture(scope="session")

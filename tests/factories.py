@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Sequence
@@ -153,3 +154,86 @@ def hypothesis_outside_the_tree() -> None:
         set_hypothesis_home_dir(
             Path(tempfile.gettempdir()) / f"dicom-node-hypothesis-{os.getuid()}"
         )
+
+
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+
+
+def _item(**attributes: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in attributes.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def enhanced_mr(
+    classic: Sequence[Dataset],
+    echo_times: Sequence[float] | None = None,
+    temporal_positions: Sequence[int] | None = None,
+) -> Dataset:
+    """The slices of a classic MR series as one Enhanced MR Image Storage object, the way
+    Siemens XA and newer Philips scanners write it: orientation, pixel measures and rescale
+    in the Shared Functional Groups, each frame's position (and, when given, its echo
+    time or temporal position) in the Per-Frame Functional Groups (PS3.3 C.7.6.16)."""
+    first = classic[0]
+    ds = Dataset()
+    skip = {
+        "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "ImagePositionPatient",
+        "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "RescaleSlope",
+        "RescaleIntercept", "PixelData", "EchoTime", "RepetitionTime", "ScanningSequence",
+        "SequenceVariant", "ScanOptions", "EchoTrainLength", "ImageType",
+    }  # fmt: skip
+    for element in first:
+        if element.keyword not in skip:
+            ds.add(copy.deepcopy(element))
+    ds.SOPClassUID = ENHANCED_MR_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.ContentQualification = "PRODUCT"
+    ds.AcquisitionContrast = "T1"
+    ds.PulseSequenceName = "TFL"
+    ds.NumberOfFrames = len(classic)
+    ds.SharedFunctionalGroupsSequence = [
+        _item(
+            PlaneOrientationSequence=[
+                _item(ImageOrientationPatient=list(first.ImageOrientationPatient))
+            ],
+            PixelMeasuresSequence=[
+                _item(PixelSpacing=list(first.PixelSpacing), SliceThickness=first.SliceThickness)
+            ],
+            PixelValueTransformationSequence=[
+                _item(
+                    RescaleSlope=first.get("RescaleSlope", 1),
+                    RescaleIntercept=first.get("RescaleIntercept", 0),
+                    RescaleType="US",
+                )
+            ],
+            MRTimingAndRelatedParametersSequence=[
+                _item(RepetitionTime=first.get("RepetitionTime", 2000.0), FlipAngle=9.0)
+            ],
+        )
+    ]
+    frames = []
+    for k, slice_ in enumerate(classic):
+        content = _item(
+            StackID="1",
+            InStackPositionNumber=k + 1,
+            DimensionIndexValues=[1, k + 1],
+        )
+        if temporal_positions is not None:
+            content.TemporalPositionIndex = temporal_positions[k]
+        frame = _item(
+            FrameContentSequence=[content],
+            PlanePositionSequence=[_item(ImagePositionPatient=list(slice_.ImagePositionPatient))],
+        )
+        if echo_times is not None:
+            frame.MREchoSequence = [_item(EffectiveEchoTime=echo_times[k])]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = b"".join(bytes(s.PixelData) for s in classic)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds

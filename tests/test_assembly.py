@@ -3,6 +3,7 @@ a stable study does (once; again after a re-open; never blocking on a failure)."
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
 from dicom_node import scheduler as scheduler_module
@@ -364,3 +366,76 @@ def test_a_malformed_series_number_does_not_stop_routing(
         assert scheduler.route_stable() == 1
     assert _study(db, study.study_uid).state == StudyState.ROUTED
     assert len(_jobs(db)) == 1
+
+
+# --- series made of what they are --------------------------------------------------------
+
+RAW_DATA = "1.2.840.10008.5.1.4.1.1.66"
+GRAYSCALE_PRESENTATION_STATE = "1.2.840.10008.5.1.4.1.1.11.1"
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+PHILIPS_SERIES_DATA = "1.3.46.670589.11.0.0.12.1"
+
+
+def _other_object(image: Dataset, sop_class: str) -> Dataset:
+    """A non-image object in ``image``'s series, as Philips and workstations add them: no
+    Pixel Data, and a header that otherwise reads like the images' (it matches T1)."""
+    ds = copy.deepcopy(image)
+    for tag in [e.tag for e in ds if e.tag >= 0x00280000]:
+        del ds[tag]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["objects-first", "objects-last"])
+def test_other_objects_in_an_image_series_are_left_out_whichever_arrives_first(
+    db: Database,
+    spool: Spool,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    first: bool,
+) -> None:
+    scheduler, clock = _scheduler(db, spool, tmp_path)
+    study = StudySpec()
+    t1 = _t1(study, slices=3)
+    others = [
+        _other_object(t1[0], c)
+        for c in (RAW_DATA, PHILIPS_SERIES_DATA, GRAYSCALE_PRESENTATION_STATE, BASIC_TEXT_SR)
+    ]
+    arrivals = [*others, *t1] if first else [*t1, *others]
+    for n, ds in enumerate(arrivals):
+        _receive(db, spool, ds, n)
+
+    with db.session() as session:
+        row = session.scalar(select(Study).where(Study.study_uid == study.study_uid))
+        assert row is not None
+        (info,) = study_series(session, row, spool)
+    assert info.is_image
+    assert info.sop_instance_uids == tuple(ds.SOPInstanceUID for ds in t1)
+    assert sorted(info.other_objects) == sorted(ds.SOPClassUID for ds in others)
+
+    caplog.set_level("INFO", logger="dicom_node")
+    clock.at(len(arrivals) + STABLE)
+    assert scheduler.run_once() is True
+    (job,) = _jobs(db)
+    assert job.input_series == [t1[0].SeriesInstanceUID]
+    (event,) = [r for r in caplog.records if r.getMessage() == "series.objects_ignored"]
+    fields = event.fields  # type: ignore[attr-defined]
+    assert (fields["images"], fields["ignored"]) == (3, 4)
+    assert fields["series_uid"] == t1[0].SeriesInstanceUID
+
+
+def test_a_series_of_other_objects_only_is_no_image_series(
+    db: Database, spool: Spool, tmp_path: Path
+) -> None:
+    scheduler, clock = _scheduler(db, spool, tmp_path)
+    study = StudySpec()
+    raw = _other_object(_t1(study, slices=1)[0], RAW_DATA)
+    _receive(db, spool, raw, 0)
+    clock.at(STABLE + 1)
+    assert scheduler.run_once() is True
+    assert _jobs(db) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dicom_node.config import DEFAULT_ROLES, ENV_CONFIG, Config, ConfigError, load_config
+from dicom_node.config import ENV_CONFIG, Config, ConfigError, load_config
+from dicom_node.role_defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 PACS = {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}
@@ -42,10 +44,32 @@ def test_built_in_defaults_are_complete_and_valid() -> None:
     assert config.synthetic.series_description_prefix == "SYNTHETIC"
 
 
-def test_empty_file_gives_the_defaults_with_paths_beside_it(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path / "site", ""))
+@pytest.mark.parametrize("text", ["", "\n  \n", "# every key commented out\n# node:\n"])
+def test_an_empty_file_is_refused_naming_it(tmp_path: Path, text: str) -> None:
+    """An empty file is a mistake (a failed copy, a template never filled), not a wish for
+    the defaults: the node would run on the wrong port, spool and routes without a word."""
+    path, message = _error(tmp_path, text)
+    assert message.startswith(f"{path}: the file is empty")
+
+
+def test_an_empty_mapping_gives_the_defaults_with_paths_beside_it(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path / "site", "{}\n"))
     assert config.node == Config().node
     assert config.spool_dir == tmp_path / "site" / "var" / "spool"
+
+
+def test_a_file_that_is_not_text_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\x00\xff\xfe binary \x89PNG")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: not UTF-8 text")
+
+
+def test_a_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration") as err:
+        load_config(tmp_path)
+    assert str(tmp_path) in str(err.value)
 
 
 def test_shipped_config_yaml_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -55,6 +79,14 @@ def test_shipped_config_yaml_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert [d.name for d in config.destinations] == ["pacs"]
     assert [r.model for r in config.routes] == ["mr-t1-to-ct", "mr-t1t2-to-flair"]
     assert config.series_roles == DEFAULT_ROLES
+    assert config.series_exclusions == DEFAULT_EXCLUSIONS
+
+
+def test_a_bad_condition_is_refused_naming_role_and_keyword(tmp_path: Path) -> None:
+    _, message = _error(
+        tmp_path, {"series_roles": {"T1": [{"Modality": "MR"}, {"EchoTime": [1, 2, 3]}]}}
+    )
+    assert "role T1: EchoTime" in message
 
 
 def test_env_var_names_the_config_file_when_none_is_given(
@@ -144,7 +176,8 @@ def test_absolute_paths_and_non_file_databases_are_left_alone(tmp_path: Path) ->
         ({"inference": {"batch_size": 0}}, "inference.batch_size"),
         ({"inference": {"workers": 17}}, "inference.workers"),
         ({"series_roles": {"T1": {}}}, "series_roles"),
-        ({"series_roles": {"T1": {"EchoTime": [1, 2, 3]}}}, "series_roles.T1.EchoTime"),
+        ({"series_roles": {"T1": {"EchoTime": [1, 2, 3]}}}, "series_roles"),
+        ({"series_exclusions": {"dwi": [{"DiffusionBValue": "x"}, {}]}}, "series_exclusions"),
         ({"synthetic": {"series_description_prefix": ""}}, "synthetic.series_description_prefix"),
         ({"synthetic": {"series_number_offset": -1}}, "synthetic.series_number_offset"),
         ({"destinations": [{**PACS, "port": 0}]}, "destinations.0.port"),
@@ -295,8 +328,11 @@ def test_destination_lookup_by_name_and_by_calling_ae(tmp_path: Path) -> None:
 
 
 def test_loaded_config_does_not_share_state_with_the_default_roles(tmp_path: Path) -> None:
-    config = load_config(_write(tmp_path, ""))
-    config.series_roles["T1"]["SeriesDescription"] = "changed"
+    before = copy.deepcopy((DEFAULT_ROLES, DEFAULT_EXCLUSIONS))
+    config = load_config(_write(tmp_path, "{}"))
+    t1 = config.series_roles["T1"]
+    assert isinstance(t1, list)
+    t1[0]["SeriesDescription"] = "changed"
     config.series_roles["NEW"] = {"Modality": "^PT$"}
-    assert DEFAULT_ROLES["T1"]["SeriesDescription"] == r"(?i)^(?!.*flair).*t1"
-    assert "NEW" not in DEFAULT_ROLES
+    config.series_exclusions.clear()
+    assert before == (DEFAULT_ROLES, DEFAULT_EXCLUSIONS)

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from dicom_node.node import Node
 from dicom_node.provenance import read_private_block
 from dicom_node.watermark import detect
-from factories import StudySpec, axial_series, ramp_pixels, write_series
+from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, valid_ds, write_series
+from inference.training.simulate import Acquisition, simulate_subject
 from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
 from storage.models import AuditEvent, Instance, Job, Series
 
@@ -226,3 +227,52 @@ def test_node_without_models_starts_warns_and_stores(
     assert node.address is not None
     paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=2)), tmp_path / "in")
     assert stored_ok(storescu("127.0.0.1", node.address[1], "DICOMNODE", paths)) == 2
+
+
+def test_enhanced_mr_t1_gets_a_classic_synthetic_ct_back_on_its_frames(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+) -> None:
+    """A simulated head's T1 as one Enhanced MR object (what Siemens XA and newer Philips
+    scanners send) goes through the PACS; a classic single-frame CT comes back, one
+    instance per frame, on that frame's position, with exactly the model's values."""
+    pacs, _node = _pacs_and_node(
+        orthanc_factory, node_factory, overrides={"synthetic": {"invisible_watermark": False}}
+    )
+    acquisition = Acquisition(pixel_spacing_mm=3.0, slice_thickness_mm=6.0, rows=88, columns=80)
+    t1 = simulate_subject(1000, acquisition).images["T1"]
+    geometry = t1.geometry
+    stored = np.clip(np.rint(t1.array), 0, 65535).astype(np.uint16)
+    study = StudySpec()
+    classic = valid_ds(
+        axial_series(
+            study, stored, description="T1 MPRAGE", spacing=geometry.spacing, origin=geometry.origin
+        )
+    )
+    enhanced = enhanced_mr(classic)
+    path = tmp_path / "t1.dcm"
+    enhanced.save_as(path, enforce_file_format=True)
+    _send_to_pacs(pacs, [path])
+
+    frames = geometry.shape[0]
+    ct = _wait_for_ct(pacs, study.study_uid, instances=frames)
+    by_position = {
+        tuple(round(float(v), 3) for v in item.PlanePositionSequence[0].ImagePositionPatient): k
+        for k, item in enumerate(enhanced.PerFrameFunctionalGroupsSequence)
+    }
+    seen = set()
+    for i, instance_id in enumerate(ct["Instances"]):
+        out = pydicom.dcmread(pacs.download(instance_id, tmp_path / f"ct{i}.dcm"))
+        assert out.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+        assert "NumberOfFrames" not in out
+        k = by_position[tuple(round(float(v), 3) for v in out.ImagePositionPatient)]
+        seen.add(k)
+        assert out.SourceImageSequence[0].ReferencedFrameNumber == k + 1
+        assert out.FrameOfReferenceUID == study.frame_of_reference_uid
+        expected = 2 * stored[k].astype(np.int32) - 1000
+        assert np.array_equal(out.pixel_array.astype(np.int32), np.clip(expected, -1024, 3071))
+        if i == 0:
+            assert dciodvfy_errors(tmp_path / "ct0.dcm") == []
+    assert seen == set(range(frames))

@@ -13,8 +13,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
-from dicom_node.config import DEFAULT_ROLES, RoleRule, Route
+from dicom_node.config import Route
 from dicom_node.provenance import PRIVATE_CREATOR, PRIVATE_GROUP
+from dicom_node.role_defaults import DEFAULT_ROLES
+from dicom_node.roles import RoleRule
 from dicom_node.routing import (
     Decision,
     SeriesInfo,
@@ -199,7 +201,7 @@ def test_each_route_is_decided_independently() -> None:
         ("T2 TSE axial", "MR", {"T2"}),
         ("T2 FLAIR", "MR", {"FLAIR"}),
         ("t2_flair_tra", "MR", {"FLAIR"}),
-        ("T1 FLAIR post", "MR", {"FLAIR"}),
+        ("T1 FLAIR post", "MR", {"T1"}),  # T1-weighted; FLAIR means T2-FLAIR
         ("3D Flair", "MR", {"FLAIR"}),
         ("DWI b1000", "MR", set()),
         ("T1 MPRAGE", "CT", {"CT"}),
