@@ -191,6 +191,15 @@ class ModelCard(_Strict):
     intended_use: str = Field(min_length=1)
     training_data: str = Field(min_length=1)
     validation: dict[str, float | str] = Field(default_factory=dict)
+    max_obliquity_degrees: float | None = Field(
+        None,
+        ge=0.0,
+        lt=90.0,
+        description=(
+            "largest tilt of the slice normal from the plane's normal in the training data; "
+            "a more oblique input is resampled onto a grid in the plane. null: never resample"
+        ),
+    )
 
     @field_validator("id")
     @classmethod
@@ -213,6 +222,12 @@ class ModelCard(_Strict):
             raise ValueError(f"input roles {roles} repeat")
         if self.output.role in roles:
             raise ValueError(f"output role {self.output.role} is also an input")
+        return self
+
+    @model_validator(mode="after")
+    def _obliquity(self) -> ModelCard:
+        if self.max_obliquity_degrees is not None and self.plane == "any":
+            raise ValueError("max_obliquity_degrees needs a plane to measure the tilt from")
         return self
 
     @property

@@ -15,6 +15,14 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
 
+PLANE_AXES: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "axial": ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)),
+    "coronal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), (1.0, 0.0, 0.0)),
+    "sagittal": ((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
+}
+"""Per plane, the patient directions (LPS) of the slice, row-index and column-index axes:
+the Image Orientation (Patient) a viewer shows the plane in, and its normal."""
+
 
 @dataclass(frozen=True)
 class Geometry:

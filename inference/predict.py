@@ -1,7 +1,7 @@
-"""Inference: volumes in, volume out, on the first input's grid.
+"""Inference: volumes in, volume out, on the first input's grid (or a grid given).
 
-Inputs are resampled onto the first input's grid, normalised per the card, cut into
-what the network takes (batched 2D slices, 2.5D slice stacks, or overlapping 3D patches
+Inputs are normalised per the card on their own grids, resampled onto that grid, cut
+into what the network takes (batched 2D slices, 2.5D slice stacks, or overlapping 3D patches
 blended back together), and the output is denormalised into its physical units.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from inference.card import ModelCard, Spatial3D, Spatial25D
-from inference.geometry import FloatArray, Volume
+from inference.geometry import FloatArray, Geometry, Volume
 from inference.normalize import denormalize, normalize
 from inference.registry import LoadedModel
 from inference.resample import in_plane_shape, onto_grid, zoom_in_plane
@@ -22,13 +22,19 @@ class InferenceError(RuntimeError):
     """The model could not be run on these inputs; the message says why."""
 
 
-def prepare_inputs(card: ModelCard, inputs: Sequence[Volume]) -> tuple[FloatArray, tuple[int, int]]:
+def prepare_inputs(
+    card: ModelCard, inputs: Sequence[Volume], grid: Geometry | None = None
+) -> tuple[FloatArray, tuple[int, int]]:
     """(channels, slices, rows, cols) normalised input at the model's spacing, and the
     in-plane shape to return to. Training prepares its examples with this same function,
-    so a model sees in service exactly what it was trained on."""
+    so a model sees in service exactly what it was trained on.
+
+    Each input is normalised on its own grid, then resampled onto ``grid`` (default: the
+    first input's), so that the margins a resampling adds never weigh in its statistics.
+    """
     if len(inputs) != len(card.inputs):
         raise InferenceError(f"{card.key} takes {len(card.inputs)} inputs, got {len(inputs)}")
-    reference = inputs[0].geometry
+    reference = grid or inputs[0].geometry
     native = reference.shape[1:]
     work = in_plane_shape(reference, card.pixel_spacing_mm) if card.pixel_spacing_mm else native
     channels = []
@@ -124,9 +130,13 @@ def _predict_patches(
     return (acc / norm)[: shape[0], : shape[1], : shape[2]]
 
 
-def translate(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8) -> Volume:
-    """Runs ``model`` on ``inputs`` (in the card's input order); output on inputs[0]'s grid."""
-    x, native = prepare_inputs(model.card, inputs)
+def translate(
+    model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8, grid: Geometry | None = None
+) -> Volume:
+    """Runs ``model`` on ``inputs`` (in the card's input order) resampled onto ``grid``;
+    the output on that grid (default: the first input's)."""
+    reference = grid or inputs[0].geometry
+    x, native = prepare_inputs(model.card, inputs, reference)
     spatial = model.card.spatial
     if isinstance(spatial, Spatial3D):
         y = _predict_patches(model, x, spatial, batch_size)
@@ -135,4 +145,4 @@ def translate(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8)
     y = zoom_in_plane(y, native)
     out = model.card.output
     values = denormalize(y, out.denormalization, out.value_range)
-    return Volume(values, inputs[0].geometry, {"model": model.card.key})
+    return Volume(values, reference, {"model": model.card.key})

@@ -9,7 +9,10 @@ Posterior and Inferior). Permuting moves no voxel and interpolates nothing, and 
 geometry follows exactly, so the model's output goes back onto the source grid by the
 inverse permutation, bit for bit on the source slices. An oblique series stays as
 oblique to the model's plane as it was to its own (at most 45°), as tilted axial
-acquisitions already are; in-plane spacing is made the model's by predict's resampling.
+acquisitions already are, unless the card says its model was trained on less tilt
+(``max_obliquity_degrees``): then the inputs are resampled onto a grid in the plane
+and the output back (:mod:`inference.oblique`). In-plane spacing is made the model's
+by predict's resampling.
 Other inputs need nothing: they are resampled onto the first input's grid through
 patient coordinates.
 """
@@ -21,17 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.geometry import Geometry, Volume
+from inference.geometry import PLANE_AXES, Geometry, Volume
+from inference.oblique import obliquity_degrees, plane_grid
 from inference.predict import translate
 from inference.registry import LoadedModel
-
-PLANE_AXES: dict[str, tuple[tuple[float, float, float], ...]] = {
-    "axial": ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)),
-    "coronal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0), (1.0, 0.0, 0.0)),
-    "sagittal": ((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
-}
-"""Per plane, the patient directions (LPS) of the slice, row-index and column-index axes:
-the Image Orientation (Patient) a viewer shows the plane in, and its normal."""
+from inference.resample import onto_grid
 
 
 @dataclass(frozen=True)
@@ -104,8 +101,20 @@ def _vec(v: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
 
 def translate_in_plane(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8) -> Volume:
     """:func:`inference.predict.translate` with the first input in the model card's plane;
-    the output on the first input's own grid."""
-    turn = Reorientation.into(inputs[0].geometry, model.card.plane)
+    the output on the first input's own grid.
+
+    The first input is permuted into the plane; if its slices are then still tilted
+    beyond the card's ``max_obliquity_degrees``, every input is resampled onto a grid in
+    the plane (:func:`inference.oblique.plane_grid`) and the output resampled back.
+    """
+    card = model.card
+    source = inputs[0].geometry
+    turn = Reorientation.into(source, card.plane)
+    turned = turn.geometry()
+    limit = card.max_obliquity_degrees
+    if limit is not None and obliquity_degrees(turned, card.plane) > limit:
+        grid = plane_grid(turned, card.plane, card.pixel_spacing_mm)
+        return onto_grid(translate(model, inputs, batch_size, grid), source)
     if turn.identity:
         return translate(model, inputs, batch_size)
     output = translate(model, [turn.apply(inputs[0]), *inputs[1:]], batch_size)

@@ -223,6 +223,12 @@ def test_card_round_trips_through_the_onnx_metadata_json() -> None:
         ({"version": ""}, "version"),
         ({"pixel_spacing_mm": [1.0, 0.0]}, "pixel_spacing_mm must be positive"),
         ({"tile_multiple": 0}, "tile_multiple"),
+        ({"max_obliquity_degrees": -1.0}, "max_obliquity_degrees"),
+        ({"max_obliquity_degrees": 90.0}, "max_obliquity_degrees"),
+        (
+            {"plane": "any", "max_obliquity_degrees": 20.0},
+            "max_obliquity_degrees needs a plane",
+        ),
         ({"intended_use": ""}, "intended_use"),
         ({"card_schema": 2}, "card_schema"),
         ({"license": "MIT"}, "license: Extra inputs are not permitted"),
