@@ -17,7 +17,7 @@ from inference.training.testbench.sequences import draw_protocols
 
 THICK_SKULL, THIN_SKULL = 4, 11
 """Seeds whose drawn vault thickness is 6.7 mm and 4.3 mm (sclerotic diploë)."""
-SMALL = Scan(pixel_spacing_mm=2.0, slice_thickness_mm=5.0)
+SMALL = Scan(pixel_spacing_mm=3.0, slice_thickness_mm=6.0)
 CLEAN = Scan(pixel_spacing_mm=1.5, slice_thickness_mm=3.0, noise=0.0, bias=0.0)
 
 
@@ -34,7 +34,7 @@ def axial() -> Case:
 @pytest.fixture(scope="module")
 def sagittal() -> Case:
     return simulate_case(
-        THICK_SKULL, Scan(plane="sagittal", pixel_spacing_mm=2.0, slice_thickness_mm=5.0)
+        THICK_SKULL, Scan(plane="sagittal", pixel_spacing_mm=3.0, slice_thickness_mm=6.0)
     )
 
 
@@ -51,12 +51,12 @@ def _template_points(case: Case, mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArr
 def _tissue_medians(case: Case) -> dict[str, dict[str, float]]:
     """Per image, the median over deep white matter, cortical grey matter and ventricular CSF."""
     atlas = load_atlas()
-    x, y, z = (atlas.axis_mm(a) for a in range(3))
+    x, y, z = atlas.coordinates()
     tissue = atlas.gm + atlas.wm
     ventricle_box = (
-        (np.abs(x) < 25)[:, None, None]
+        (np.abs(x) < 25)[None, None, :]
         & ((y > -45) & (y < 25))[None, :, None]
-        & ((z > 0) & (z < 30))[None, None, :]
+        & ((z > 0) & (z < 30))[:, None, None]
     )
     sets = {
         "wm": ndimage.binary_erosion(atlas.wm > 0.97, iterations=2),
@@ -108,7 +108,7 @@ def test_different_scans_image_the_same_head(axial: Case, sagittal: Case) -> Non
     ct_sag = float(np.median(sagittal.images["CT"].array[deep["sag"]]))
     assert abs(ct_ax - ct_sag) < 3.0
     volume = {
-        c.scan.plane: c.head.sum() * np.prod(c.images["CT"].geometry.spacing)
+        c.scan.plane: c.brain.sum() * np.prod(c.images["CT"].geometry.spacing)
         for c in (axial, sagittal)
     }
     assert volume["axial"] == pytest.approx(volume["sagittal"], rel=0.05)
@@ -118,27 +118,29 @@ def test_different_scans_image_the_same_head(axial: Case, sagittal: Case) -> Non
 def test_each_plane_stacks_along_its_axis_at_the_asked_spacing(
     plane: Literal["axial", "sagittal", "coronal"], axis: int
 ) -> None:
-    scan = Scan(plane=plane, pixel_spacing_mm=2.0, slice_thickness_mm=6.0, fov_mm=256.0)
+    scan = Scan(plane=plane, pixel_spacing_mm=3.0, slice_thickness_mm=6.0, fov_mm=240.0)
     case = simulate_case(THICK_SKULL, scan)
     geometry = case.images["T1"].geometry
     assert abs(geometry.slice_direction[axis]) == pytest.approx(1.0)
-    assert geometry.spacing == (6.0, 2.0, 2.0)
-    assert geometry.shape[1:] == (128, 128)
+    assert geometry.spacing == (6.0, 3.0, 3.0)
+    assert geometry.shape[1:] == (80, 80)
     assert all(v.geometry == geometry for v in case.images.values())
     extent = geometry.shape[0] * 6.0
     assert {"axial": 170, "sagittal": 130, "coronal": 170}[plane] < extent < 260
-    # the head lies within the stack: first and last slices nearly empty, the middle full
-    per_slice = case.head.sum(axis=(1, 2))
-    assert per_slice[0] < per_slice.max() / 3 and per_slice[-1] < per_slice.max() / 3
-    assert not case.head[:, [0, -1], :].any() and not case.head[:, :, [0, -1]].any()
+    # the stack reaches the head's edges (the neck runs on out of the field of view) and
+    # holds all of the brain
+    assert case.head[:2].any() and case.head[-2:].any()
+    assert not case.brain[[0, -1]].any()
+    assert not case.brain[:, [0, -1], :].any() and not case.brain[:, :, [0, -1]].any()
 
 
-def test_an_oblique_stack_tilts_its_slice_direction_by_the_asked_angle() -> None:
+def test_an_oblique_stack_tilts_by_the_asked_angle_and_images_the_same_brain(axial: Case) -> None:
     case = simulate_case(
-        THICK_SKULL, Scan(oblique_degrees=20.0, pixel_spacing_mm=2.0, slice_thickness_mm=6.0)
+        THICK_SKULL, Scan(oblique_degrees=20.0, pixel_spacing_mm=3.0, slice_thickness_mm=6.0)
     )
     normal = np.asarray(case.images["CT"].geometry.slice_direction)
     assert np.degrees(np.arccos(normal[2])) == pytest.approx(20.0, abs=1e-6)
+    assert case.brain.sum() == pytest.approx(axial.brain.sum(), rel=0.05)
 
 
 def test_tissue_signals_keep_their_clinical_order_in_every_case() -> None:

@@ -34,7 +34,7 @@ class Head:
 
     channels: FloatArray
     affine: npt.NDArray[np.float64]
-    """Voxel index (z, y, x, 1) → MNI (x, y, z, 1) in mm."""
+    """Voxel index (k, j, i, 1) → MNI (x, y, z, 1) in mm; arrays are (z, y, x) as the atlas's."""
     background: FloatArray
     """Channel values of the air around the head."""
     description: dict[str, str]
@@ -57,12 +57,12 @@ def closed_brain(atlas: Atlas, radius_mm: float) -> npt.NDArray[np.bool_]:
 
 def head_region(atlas: Atlas, depth: FloatArray) -> Region:
     """The voxels that can hold head: near the brain, or in the face and neck boxes."""
-    x, y, z = (atlas.axis_mm(a) for a in range(3))
-    wide = np.abs(x)[:, None, None] < 62
-    neck = wide & ((y > -88) & (y < 34))[None, :, None] & (z < face.NECK_TOP_Z + 54)[None, None, :]
-    front = wide & (y > -4)[None, :, None] & (z < 0)[None, None, :]
+    x, y, z = atlas.coordinates()
+    wide = np.abs(x)[None, None, :] < 62
+    neck = wide & ((y > -88) & (y < 34))[None, :, None] & (z < face.NECK_TOP_Z + 54)[:, None, None]
+    front = wide & (y > -4)[None, :, None] & (z < 0)[:, None, None]
     index = np.flatnonzero((depth <= REACH_MM) | neck | front)
-    i, j, k = np.unravel_index(index, depth.shape)
+    k, j, i = np.unravel_index(index, depth.shape)
     rx, ry, rz = x[i], y[j], z[k]
     dx, dy, dz = (rx - HEAD_CENTRE[0], ry - HEAD_CENTRE[1], rz - HEAD_CENTRE[2])
     norm = np.sqrt(dx * dx + dy * dy + dz * dz) + np.float32(1e-3)
@@ -113,8 +113,8 @@ def build_head(
         "mastoid_mm": f"{draw.mastoid:.1f}",
     }
     return Head(
-        channels=canvas.to_grid(atlas.shape, colours["air"]),
-        affine=atlas.affine[:, [2, 1, 0, 3]],
+        channels=canvas.to_grid(atlas.gm.shape, colours["air"]),
+        affine=atlas.affine,
         background=colours["air"],
         description=described,
     )

@@ -26,21 +26,25 @@ PAD_HIGH = (10, 12, 4)
 
 @dataclass(frozen=True)
 class Atlas:
-    """Tissue probabilities (0–1) on a 1 mm grid indexed (x, y, z) in MNI RAS millimetres."""
+    """Tissue probabilities (0–1) on a 1 mm grid in MNI RAS millimetres.
+
+    Arrays are indexed (z, y, x), x contiguous: axial and coronal slices of everything built
+    on this grid then read memory in order, which makes resampling several times faster.
+    """
 
     gm: FloatArray
     wm: FloatArray
     affine: npt.NDArray[np.float64]
-    """Voxel index (i, j, k, 1) → MNI (x, y, z, 1) in mm."""
+    """Voxel index (k, j, i, 1) → MNI (x, y, z, 1) in mm."""
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (int(self.gm.shape[0]), int(self.gm.shape[1]), int(self.gm.shape[2]))
-
-    def axis_mm(self, axis: int) -> FloatArray:
-        """MNI coordinate (mm) of each index along ``axis``."""
-        n = self.shape[axis]
-        return (self.affine[axis, axis] * np.arange(n) + self.affine[axis, 3]).astype(np.float32)
+    def coordinates(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """MNI x, y, z (mm) along the arrays' last, middle and first axes."""
+        nz, ny, nx = self.gm.shape
+        x, y, z = (
+            (self.affine[axis, 2 - axis] * np.arange(n) + self.affine[axis, 3]).astype(np.float32)
+            for axis, n in enumerate((nx, ny, nz))
+        )
+        return x, y, z
 
 
 def maps_folder() -> Path:
@@ -76,8 +80,9 @@ def load_atlas() -> Atlas:
         data = np.pad(_read(kind), pad, mode="constant")
         # the cord: the lowest brainstem slice carried down through the padding
         data[:, :, : PAD_LOW[2]] = data[:, :, PAD_LOW[2] : PAD_LOW[2] + 1]
-        data.setflags(write=False)
-        maps.append(data)
+        reversed_axes = np.ascontiguousarray(data.transpose(2, 1, 0))
+        reversed_axes.setflags(write=False)
+        maps.append(reversed_axes)
     padded = affine.copy()
     padded[:3, 3] -= np.diag(affine)[:3] * np.array(PAD_LOW)
-    return Atlas(gm=maps[0], wm=maps[1], affine=padded)
+    return Atlas(gm=maps[0], wm=maps[1], affine=padded[:, [2, 1, 0, 3]])

@@ -81,17 +81,10 @@ class Canvas:
         self.values[at] = part
 
     def to_grid(self, shape: tuple[int, int, int], background: FloatArray) -> FloatArray:
-        """(channel, z, y, x) over the whole (x, y, z) grid of ``shape``, ``background``
-        outside the painted region.
-
-        Reversed axes put x last: axial and coronal slices then read memory in order, which
-        makes resampling several times faster.
-        """
-        i, j, k = np.unravel_index(self.index, shape)
-        reversed_index = (k * shape[1] + j) * shape[0] + i
-        out = np.empty((len(CHANNELS), shape[2], shape[1], shape[0]), dtype=np.float32)
+        """(channel, *shape) over the whole grid, ``background`` outside the painted region."""
+        out = np.empty((len(CHANNELS), *shape), dtype=np.float32)
         for c in range(len(CHANNELS)):
             flat = out[c].reshape(-1)
             flat.fill(background[c])
-            flat[reversed_index] = self.values[:, c]
+            flat[self.index] = self.values[:, c]
         return out

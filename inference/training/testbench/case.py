@@ -24,6 +24,8 @@ from inference.training.testbench.sampling import slabs
 
 STREAMS = ("tissues", "protocols", "anatomy", "pose", "scanner", "oblique", "noise")
 MR_SERIES = ("T1", "T2", "FLAIR")
+NECK_BELOW_MM = 160
+"""How far below the painted grid the neck can show in a sagittal or coronal field of view."""
 
 
 def stream(seed: int, name: str) -> np.random.Generator:
@@ -86,6 +88,8 @@ class Subject:
     pose: Pose
     head_points: npt.NDArray[np.float64]
     """(n, 3) patient mm of points inside the head, for planning coverage."""
+    neck_points: npt.NDArray[np.float64]
+    """Points of the neck below the painted grid, which imaging carries on downward."""
     gains: dict[str, float]
     scanner: scanner.ScannerDraw
     description: dict[str, str]
@@ -103,7 +107,11 @@ def subject(seed: int) -> Subject:
     head.channels.setflags(write=False)
     pose = draw_pose(stream(seed, "pose"), anatomy.HEAD_CENTRE)
     inside = np.argwhere(head.channels[CHANNELS.index("head"), ::2, ::2, ::2] >= 0.5) * 2.0
-    points = pose.to_patient(inside @ head.affine[:3, :3].T + head.affine[:3, 3])
+    lowest = inside[inside[:, 0] == 0]
+    below = np.concatenate([lowest - [depth, 0, 0] for depth in range(4, NECK_BELOW_MM, 4)])
+    points, neck = (
+        pose.to_patient(p @ head.affine[:3, :3].T + head.affine[:3, 3]) for p in (inside, below)
+    )
     draw = scanner.draw_scanner(stream(seed, "scanner"))
     gains = {}
     for c, name in enumerate(MR_SERIES):
@@ -124,7 +132,7 @@ def subject(seed: int) -> Subject:
         **head.description,
         **draw.describe(),
     }
-    return Subject(head, pose, points, gains, draw, described)
+    return Subject(head, pose, points, neck, gains, draw, described)
 
 
 def simulate_case(seed: int, scan: Scan | None = None) -> Case:
@@ -138,6 +146,7 @@ def simulate_case(seed: int, scan: Scan | None = None) -> Case:
         scan.slice_thickness_mm,
         scan.fov_mm,
         subj.head_points,
+        subj.neck_points,
         stream(seed, "oblique"),
     )
     geometry = stack.geometry

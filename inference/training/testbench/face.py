@@ -14,6 +14,12 @@ from inference.training.testbench.canvas import Canvas
 from inference.training.testbench.shapes import Point, Region, soft_step
 
 NECK_TOP_Z = -50.0
+NECK_CENTRE = (0.0, -28.0)
+NECK_RADII = (52.0, 54.0)
+
+
+def _less(radii: tuple[float, float], inset: float) -> tuple[float, float]:
+    return (radii[0] - inset, radii[1] - inset)
 
 
 def _ellipsoid(
@@ -32,7 +38,7 @@ def _column(
     top: float,
 ) -> None:
     """A vertical elliptic column from the grid's bottom up to a rounded top at ``top`` mm."""
-    where = np.flatnonzero(region.z < top + min(radii))
+    where = np.arange(int(np.searchsorted(region.z, top + min(radii))))  # z is sorted
     x, y, z = region.x[where], region.y[where], region.z[where]
     cap = np.maximum(z - np.float32(top), 0) / np.float32(min(radii))
     q = np.sqrt(((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + cap**2)
@@ -59,10 +65,12 @@ def paint_face_and_neck(
     """Neck, face soft tissue, orbits with eyes, nasal cavity, maxillary sinuses, palate, C1–C2."""
     fat = float(rng.uniform(2.0, 7.0))
     for name, inset in (("skin", 0.0), ("fat", 2.0), ("muscle", 2.0 + fat)):
-        _column(
-            canvas, region, colours[name], (0.0, -28.0), (52.0 - inset, 54.0 - inset), NECK_TOP_Z
-        )
-    _layered(canvas, region, colours, (0.0, 40.0, -54.0), (58.0, 42.0, 46.0), fat)
+        _column(canvas, region, colours[name], NECK_CENTRE, _less(NECK_RADII, inset), NECK_TOP_Z)
+    _layered(canvas, region, colours, (0.0, 40.0, -58.0), (58.0, 42.0, 50.0), fat)
+    # where face and neck meet, muscle runs through: no skin or fat between them
+    _column(
+        canvas, region, colours["muscle"], NECK_CENTRE, _less(NECK_RADII, 2.0 + fat), NECK_TOP_Z
+    )
 
     airway = rng.uniform(0.7, 1.2)
     _column(canvas, region, colours["sinus_air"], (0.0, 10.0), (12.0 * airway, 6.0 * airway), -62.0)

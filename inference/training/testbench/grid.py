@@ -41,7 +41,7 @@ class Stack:
 
     geometry: Geometry
     head_points: npt.NDArray[np.float64]
-    """(n, 3) grid indices (k, j, i) of points of the head, for cropping work to it."""
+    """(n, 3) grid indices (k, j, i) of points of the head and neck, to crop work to them."""
 
     def reach(self, k0: int, k1: int) -> tuple[int, int, int, int]:
         """Row and column bounds (j0, j1, i0, i1) of the head within slices k0..k1-1."""
@@ -62,10 +62,12 @@ def plan_stack(
     thickness_mm: float,
     fov_mm: float,
     head_points: npt.NDArray[np.float64],
+    neck_points: npt.NDArray[np.float64],
     rng: np.random.Generator,
 ) -> Stack:
     """Contiguous slices covering all of ``head_points`` (patient mm) along the slice normal,
-    with a square field of view centred on the head in plane."""
+    with a square field of view centred on the head in plane; ``neck_points`` (the neck
+    below the painted grid) widen only the work area, not the coverage."""
     row, column, normal = slice_axes(plane, oblique_degrees, rng)
     along = head_points @ normal
     lo, hi = float(along.min()) - MARGIN_MM, float(along.max()) + MARGIN_MM
@@ -89,5 +91,6 @@ def plan_stack(
         shape=(slices, side, side),
     )
     to_index = np.linalg.inv(geometry.affine)
-    indices = head_points @ to_index[:3, :3].T + to_index[:3, 3]
+    points = np.concatenate([head_points, neck_points])
+    indices = points @ to_index[:3, :3].T + to_index[:3, 3]
     return Stack(geometry=geometry, head_points=indices)

@@ -83,7 +83,7 @@ def skull_map(region: Region, draw: LayerDraw, rng: np.random.Generator) -> Floa
         - 0.40 * region.lateral_bump((1.0, 0.0, 0.05), 0.45)
     )
     varied = draw.skull_mean * trend * (1.0 + region.smooth_field(rng, 0.08))
-    return np.clip(varied, *SKULL_MM).astype(np.float32)
+    return np.clip(varied, *SKULL_MM).astype(np.float32, copy=False)
 
 
 def boundaries(region: Region, draw: LayerDraw, rng: np.random.Generator) -> Boundaries:
@@ -99,13 +99,13 @@ def boundaries(region: Region, draw: LayerDraw, rng: np.random.Generator) -> Bou
     galea = temporalis + draw.galea
     fat = galea + draw.fat * np.clip(1.0 + region.smooth_field(rng, 0.3), 0.3, 2.0)
     return Boundaries(
-        csf=csf.astype(np.float32),
-        inner_table=(csf + draw.inner_table * squeeze).astype(np.float32),
-        diploe=(skull - draw.outer_table * squeeze).astype(np.float32),
-        skull=skull.astype(np.float32),
-        galea=galea.astype(np.float32),
-        fat=fat.astype(np.float32),
-        skin=(fat + draw.skin).astype(np.float32),
+        csf=csf.astype(np.float32, copy=False),
+        inner_table=(csf + draw.inner_table * squeeze).astype(np.float32, copy=False),
+        diploe=(skull - draw.outer_table * squeeze).astype(np.float32, copy=False),
+        skull=skull.astype(np.float32, copy=False),
+        galea=galea.astype(np.float32, copy=False),
+        fat=fat.astype(np.float32, copy=False),
+        skin=(fat + draw.skin).astype(np.float32, copy=False),
         frontal_sinus=sinus,
         mastoid=mastoid,
     )
@@ -147,7 +147,7 @@ def paint_sinuses(
 ) -> None:
     """Frontal sinus and mastoid air cells, hollowing the diploë between the tables."""
     period = np.float32(rng.uniform(4.5, 7.0))
-    phases = rng.uniform(0, 2 * np.pi, size=3).astype(np.float32)
+    phases = rng.uniform(0, 2 * np.pi, size=3).astype(np.float32, copy=False)
     for weight, cellular in ((b.frontal_sinus, False), (b.mastoid, True)):
         where = np.flatnonzero(weight > 0.35)
         depth = region.depth[where]
@@ -156,7 +156,7 @@ def paint_sinuses(
         air *= soft_step(b.diploe[where] - depth - 0.5)
         if cellular:
             air *= _cells(region, where, period, phases)
-        canvas.paint(colours["sinus_air"], air.astype(np.float32), where)
+        canvas.paint(colours["sinus_air"], air.astype(np.float32, copy=False), where)
 
 
 def _cells(
@@ -169,4 +169,4 @@ def _cells(
         * np.cos(k * region.y[where] + phases[1])
         * np.cos(k * region.z[where] + phases[2])
     )
-    return np.clip((np.abs(wave) - 0.15) / 0.3, 0.0, 1.0).astype(np.float32)
+    return np.clip((np.abs(wave) - 0.15) / 0.3, 0.0, 1.0).astype(np.float32, copy=False)

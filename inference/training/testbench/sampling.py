@@ -21,8 +21,8 @@ from inference.training.testbench.grid import Stack
 from inference.training.testbench.pose import Pose
 
 SUBSAMPLE_MM = 1.5
-"""Largest gap between sub-samples across the slice; in plane, 1 mm."""
-CHUNK_SAMPLES = 3_000_000
+"""Largest gap (mm) between sub-samples, across the slice and in plane."""
+CHUNK_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def slabs(head: Head, pose: Pose, stack: Stack) -> Iterator[Slab]:
     slices, rows, cols = geometry.shape
     thickness, pixel, _ = geometry.spacing
     across = max(1, math.ceil(thickness / SUBSAMPLE_MM))
-    within = max(1, math.ceil(pixel / 1.0))
+    within = max(1, math.ceil(pixel / SUBSAMPLE_MM))
     per_slice = across * rows * cols * within * within
     step = max(1, CHUNK_SAMPLES // per_slice)
     to_voxel = _index_to_template(head, pose)
@@ -74,8 +74,9 @@ def slabs(head: Head, pose: Pose, stack: Stack) -> Iterator[Slab]:
                     offset=matrix[:3, 3],
                     output_shape=tuple(shape[a] for a in order),
                     order=1,
-                    mode="constant",
-                    cval=float(head.background[c]),
+                    # the grid ends in air on every side but the bottom, where the neck
+                    # carries on out of the field of view as its lowest slice
+                    mode="nearest",
                     prefilter=False,
                     output=np.float32,
                 )

@@ -54,12 +54,12 @@ class Region:
     def near(self, centre: Point, radii: Point) -> npt.NDArray[np.intp]:
         """Positions of the voxels inside the box around an ellipsoid, plus a margin.
 
-        Voxels are stored in grid order, so ``x`` is sorted and bounds a contiguous run.
+        Voxels are stored in grid order, so ``z`` is sorted and bounds a contiguous run.
         """
-        lo, hi = np.searchsorted(self.x, [centre[0] - radii[0] - 1, centre[0] + radii[0] + 1])
-        y, z = self.y[lo:hi], self.z[lo:hi]
-        inside = (np.abs(y - np.float32(centre[1])) < radii[1] + 1) & (
-            np.abs(z - np.float32(centre[2])) < radii[2] + 1
+        lo, hi = np.searchsorted(self.z, [centre[2] - radii[2] - 1, centre[2] + radii[2] + 1])
+        x, y = self.x[lo:hi], self.y[lo:hi]
+        inside = (np.abs(x - np.float32(centre[0])) < radii[0] + 1) & (
+            np.abs(y - np.float32(centre[1])) < radii[1] + 1
         )
         return lo + np.flatnonzero(inside)
 
@@ -68,14 +68,14 @@ class Region:
         d = np.asarray(direction, dtype=np.float32)
         d /= np.linalg.norm(d)
         cosine = self.ux * d[0] + self.uy * d[1] + self.uz * d[2]
-        return np.exp((cosine - 1) * np.float32(2.0 / width**2)).astype(np.float32)
+        return np.exp((cosine - 1) * np.float32(2.0 / width**2)).astype(np.float32, copy=False)
 
     def lateral_bump(self, direction: Point, width: float) -> FloatArray:
         """``bump`` mirrored left–right, for paired structures."""
         d = np.asarray(direction, dtype=np.float32)
         d /= np.linalg.norm(d)
         cosine = np.abs(self.ux) * d[0] + self.uy * d[1] + self.uz * d[2]
-        return np.exp((cosine - 1) * np.float32(2.0 / width**2)).astype(np.float32)
+        return np.exp((cosine - 1) * np.float32(2.0 / width**2)).astype(np.float32, copy=False)
 
     def smooth_field(self, rng: np.random.Generator, amplitude: float) -> FloatArray:
         """A random quadratic of the direction: slow variation over the head, mean ~0."""
