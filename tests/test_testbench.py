@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -182,6 +183,19 @@ def test_masks_nest_inside_the_head(axial: Case) -> None:
     assert not (axial.bone & axial.brain).any()
     assert axial.bone.sum() > 0.03 * axial.head.sum()
     assert 0.2 < axial.brain.sum() / axial.head.sum() < 0.7
+
+
+def test_noise_and_bias_multipliers_change_only_what_they_name(axial: Case) -> None:
+    flat = simulate_case(THICK_SKULL, replace(SMALL, noise=0.0, bias=0.0))
+    noisier = simulate_case(THICK_SKULL, replace(SMALL, noise=2.0))
+    biased = simulate_case(THICK_SKULL, replace(SMALL, noise=0.0, bias=2.0))
+    air = ~ndimage.binary_dilation(flat.head, iterations=2)
+    assert flat.images["T1"].array[air].max() == 0.0
+    rayleigh = {c.scan.noise: float(c.images["T1"].array[air].mean()) for c in (axial, noisier)}
+    assert rayleigh[2.0] == pytest.approx(2 * rayleigh[1.0], rel=0.05)
+    gain = biased.images["T1"].array[flat.brain] / flat.images["T1"].array[flat.brain]
+    assert 0.03 < float(np.std(np.log(gain))) < 1.0
+    np.testing.assert_array_equal(biased.images["CT"].array, flat.images["CT"].array)
 
 
 def test_mr_images_are_non_negative_and_scaled_per_series(axial: Case) -> None:

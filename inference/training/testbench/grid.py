@@ -18,6 +18,8 @@ PLANES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]
 }
 """Image Orientation (Patient) of each plane: row and column direction cosines (LPS)."""
 MARGIN_MM = 2.0
+"""Coverage beyond the head's outermost points along the slice direction."""
+REACH_SLACK_MM = 4.0
 
 
 def slice_axes(
@@ -44,14 +46,17 @@ class Stack:
     """(n, 3) grid indices (k, j, i) of points of the head and neck, to crop work to them."""
 
     def reach(self, k0: int, k1: int) -> tuple[int, int, int, int]:
-        """Row and column bounds (j0, j1, i0, i1) of the head within slices k0..k1-1."""
+        """Row and column bounds (j0, j1, i0, i1) of the head within slices k0..k1-1,
+        widened by the spacing of the points (2 mm) and the slice thickness."""
+        thickness, pixel, _ = self.geometry.spacing
+        slack, margin = math.ceil(REACH_SLACK_MM / thickness), math.ceil(REACH_SLACK_MM / pixel)
         k = self.head_points[:, 0]
-        near = self.head_points[(k > k0 - 1.5) & (k < k1 + 0.5)]
+        near = self.head_points[(k > k0 - slack) & (k < k1 + slack)]
         _, rows, cols = self.geometry.shape
         if near.size == 0:
             return 0, 0, 0, 0
-        j0, i0 = np.floor(near[:, 1:].min(axis=0)).astype(int) - 2
-        j1, i1 = np.ceil(near[:, 1:].max(axis=0)).astype(int) + 3
+        j0, i0 = np.floor(near[:, 1:].min(axis=0)).astype(int) - margin
+        j1, i1 = np.ceil(near[:, 1:].max(axis=0)).astype(int) + margin + 1
         return max(j0, 0), min(j1, rows), max(i0, 0), min(i1, cols)
 
 

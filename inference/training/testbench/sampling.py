@@ -57,8 +57,8 @@ def slabs(head: Head, pose: Pose, stack: Stack) -> Iterator[Slab]:
     to_voxel = _index_to_template(head, pose)
     for k0 in range(0, slices, step):
         k1 = min(slices, k0 + step)
-        out = np.repeat(head.background[:, None, None, None], k1 - k0, axis=1)
-        out = np.repeat(np.repeat(out, rows, axis=2), cols, axis=3).astype(np.float32)
+        out = np.empty((head.channels.shape[0], k1 - k0, rows, cols), dtype=np.float32)
+        out[:] = head.background[:, None, None, None]
         j0, j1, i0, i1 = stack.reach(k0, k1)
         if j1 > j0 and i1 > i0:
             # sub-sample index → fractional stack index → patient mm → template voxel
