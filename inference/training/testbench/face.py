@@ -22,6 +22,10 @@ def _less(radii: tuple[float, float], inset: float) -> tuple[float, float]:
     return (radii[0] - inset, radii[1] - inset)
 
 
+def _wider(radii: Point, by: float) -> Point:
+    return (radii[0] + by, radii[1] + by, radii[2] + by)
+
+
 def _ellipsoid(
     canvas: Canvas, region: Region, colour: FloatArray, centre: Point, radii: Point
 ) -> None:
@@ -82,27 +86,15 @@ def paint_face_and_neck(
     maxillary = rng.uniform(0.75, 1.15)
     eye_y, eye_z = 62.0 + rng.uniform(-3, 3), -42.0 + rng.uniform(-3, 3)
     eye_r = rng.uniform(11.0, 12.5)
+    sinus = (14.0 * maxillary, 17.0 * maxillary, 14.0 * maxillary)
     for side in (-1.0, 1.0):
-        _ellipsoid(
-            canvas, region, colours["cortical"], (side * 30.0, 52.0, -64.0), (16.0, 19.0, 16.0)
-        )
-        _ellipsoid(
-            canvas,
-            region,
-            colours["sinus_air"],
-            (side * 30.0, 52.0, -64.0),
-            (14.0 * maxillary, 17.0 * maxillary, 14.0 * maxillary),
-        )
-        _ellipsoid(
-            canvas,
-            region,
-            colours["cortical"],
-            (side * 31.0, eye_y - 12, eye_z),
-            (19.0, 26.0, 18.0),
-        )
-        _ellipsoid(
-            canvas, region, colours["fat"], (side * 31.0, eye_y - 12, eye_z), (17.0, 24.0, 16.0)
-        )
+        antrum = (side * 30.0, 52.0, -64.0)
+        _ellipsoid(canvas, region, colours["cortical"], antrum, _wider(sinus, 2.0))
+        _ellipsoid(canvas, region, colours["sinus_air"], antrum, sinus)
+        # the orbit: a bony cone of fat open in front, the globe in its mouth
+        orbit = (side * 31.0, eye_y - 16.0, eye_z)
+        _ellipsoid(canvas, region, colours["cortical"], orbit, (19.0, 22.0, 18.0))
+        _ellipsoid(canvas, region, colours["fat"], orbit, (17.0, 20.0, 16.0))
         _ellipsoid(canvas, region, colours["vitreous"], (side * 32.0, eye_y, eye_z), (eye_r,) * 3)
     return {
         "face": (
