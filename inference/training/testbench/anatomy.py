@@ -51,8 +51,8 @@ def closed_brain(atlas: Atlas, radius_mm: float) -> npt.NDArray[np.bool_]:
     closed = ndimage.distance_transform_edt(grown, sampling=2.0) > radius_mm
     closed = ndimage.binary_fill_holes(closed | coarse)
     fine = closed.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)
-    nx, ny, nz = brain_mask.shape
-    return np.asarray(fine[:nx, :ny, :nz] | brain_mask)
+    a, b, c = brain_mask.shape
+    return np.asarray(fine[:a, :b, :c] | brain_mask)
 
 
 def head_region(atlas: Atlas, depth: FloatArray) -> Region:

@@ -126,7 +126,8 @@ def subject(seed: int) -> Subject:
         "tissue_hu": ", ".join(f"{k} {t.hu:.0f}" for k, t in tissues.items()),
         "marrow": (
             f"{marrow.kind}: trabecular bone {marrow.bone_fraction:.2f}, "
-            f"fat {marrow.fat_fraction:.2f} of the rest"
+            f"fat {marrow.fat_fraction:.2f} of the rest, "
+            f"{colours['diploe'][CHANNELS.index('CT')]:.0f} HU"
         ),
         "head_pose": pose.describe(),
         **head.description,
@@ -137,6 +138,8 @@ def subject(seed: int) -> Subject:
 
 def simulate_case(seed: int, scan: Scan | None = None) -> Case:
     """The seed's head acquired with ``scan`` (default: 1 mm axial, 3 mm slices)."""
+    if seed < 0:
+        raise ValueError(f"seed {seed} must be non-negative")
     scan = scan or Scan()
     subj = subject(seed)
     stack = plan_stack(

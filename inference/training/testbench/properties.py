@@ -86,7 +86,7 @@ def draw_marrow(rng: np.random.Generator) -> Marrow:
     """Fatty (bright on T1w), red, or sclerotic (dense, dark) diploë."""
     kind = str(rng.choice(["fatty", "red", "sclerotic"], p=[0.45, 0.35, 0.20]))
     if kind == "fatty":
-        return Marrow(kind, float(rng.uniform(0.22, 0.35)), float(rng.uniform(0.6, 0.85)))
+        return Marrow(kind, float(rng.uniform(0.26, 0.36)), float(rng.uniform(0.6, 0.85)))
     if kind == "red":
         return Marrow(kind, float(rng.uniform(0.25, 0.4)), float(rng.uniform(0.2, 0.45)))
-    return Marrow(kind, float(rng.uniform(0.4, 0.5)), float(rng.uniform(0.1, 0.3)))
+    return Marrow(kind, float(rng.uniform(0.38, 0.45)), float(rng.uniform(0.1, 0.3)))
