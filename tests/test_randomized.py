@@ -38,6 +38,9 @@ def test_grids_cover_the_acquisition_ranges() -> None:
     tilt = np.degrees(np.arccos([abs(g.slice_direction[2]) for g in grids]))
     assert (tilt < 5).sum() > 50 and (tilt > 15).sum() > 10
     assert all(g.shape[0] * g.shape[1] * g.shape[2] <= 4.0e6 for g in grids)
+    whole = [random_geometry(rng, whole_head=True) for _ in range(20)]
+    assert all(g.shape[0] * g.spacing[0] >= 150 for g in whole)
+    assert all(g.shape[0] * g.shape[1] * g.shape[2] <= 12.5e6 for g in whole)
 
 
 def test_t1w_keeps_fat_and_white_matter_bright_and_csf_and_bone_dark(

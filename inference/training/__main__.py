@@ -2,6 +2,7 @@
 
 train RECIPE --out models/       simulate, train, export, evaluate, write the card
 evaluate MODEL.onnx              figures on held-out simulated subjects + baseline
+validate MODEL.onnx              both simulators, baseline, previous model, robustness
 export --factory M:F ...         any torch generator → the node's model contract
 """
 
@@ -75,6 +76,36 @@ def _evaluate_file(model_path: Path, args: argparse.Namespace) -> None:
         print(f"validation figures written into the card of {model_path}")
 
 
+def _validate(args: argparse.Namespace) -> int:
+    """Held-out sets of both simulators (``--sets``) and robustness sweeps
+    (``--robustness-seeds``) for the models, beside the previous versions."""
+    from inference.training.export import set_card
+    from inference.training.validation import card_figures, robustness, validate
+
+    providers = ["CPUExecutionProvider"]
+    models = [load_model(path, providers, args.threads) for path in args.models]
+    previous = [load_model(path, providers, args.threads) for path in args.previous]
+    report: dict[str, object] = {}
+    if args.sets:
+        report["sets"] = validate(
+            models, previous, args.figures, progress=functools.partial(print, flush=True)
+        )
+    if args.robustness_seeds:
+        report["robustness"] = robustness(
+            [*models, *previous], args.robustness_seeds, functools.partial(print, flush=True)
+        )
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.report}")
+    if args.write_card and args.sets:
+        for path, model in zip(args.models, models, strict=True):
+            figures = card_figures(report["sets"][model.card.id])  # type: ignore[index]
+            set_card(path, model.card.model_copy(update={"validation": figures}))
+            print(f"validation figures written into the card of {path}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
@@ -94,12 +125,11 @@ def _train(args: argparse.Namespace) -> int:
         progress=functools.partial(print, flush=True),
     )
     path = args.out / f"{recipe.name}.onnx"
-    centre = len(run.data) // 2
     export = export_model(
         run.network,
         recipe.card,
         path,
-        run.data.inputs[centre : centre + 4],
+        run.sample,
         metadata={ARCHITECTURE_KEY: recipe.network.to_json()},
     )
     print(f"exported {export}")
@@ -169,6 +199,25 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("model", type=Path)
     evaluation_options(evaluation, write_card=False)
     evaluation.set_defaults(func=_evaluate)
+
+    validation = sub.add_parser(
+        "validate", help="both simulators, baseline, previous models and robustness sweeps"
+    )
+    validation.add_argument("models", type=Path, nargs="+")
+    validation.add_argument(
+        "--previous", type=Path, nargs="*", default=[], help="the models these replace"
+    )
+    validation.add_argument(
+        "--sets", action=argparse.BooleanOptionalAction, default=True, help="held-out sets"
+    )
+    validation.add_argument("--figures", type=Path, help="folder for the pictures")
+    validation.add_argument("--report", type=Path, help="JSON file for the whole report")
+    validation.add_argument(
+        "--robustness-seeds", type=_seeds, default=[], help="test-simulator heads to sweep"
+    )
+    validation.add_argument("--threads", type=int, default=1)
+    validation.add_argument("--write-card", action="store_true", help="figures into the cards")
+    validation.set_defaults(func=_validate)
 
     export = sub.add_parser("export", help="export your own torch generator with a card")
     export.add_argument("--factory", required=True, help="module:function returning the module")

@@ -10,7 +10,7 @@ head's 99.5th percentile reads 1000 (prediction and truth scaled alike).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,25 +119,49 @@ def evaluate(
 ) -> tuple[Evaluation, Evaluation]:
     """The model's and the baseline's figures on held-out ``subjects`` (the baseline is
     fitted on ``baseline_subjects``); the figure, when asked for, shows the first."""
-    _check_roles(model)
-    role = model.card.output.role
-    lookup = fit_baseline(model, baseline_subjects)
-    result = Evaluation(model.card.key)
-    baseline = Evaluation(f"intensity lookup ({model.card.key} roles)")
-    elapsed = 0.0
-    for n, subject in enumerate(subjects):
-        seed = subject.seed
-        started = time.monotonic()
-        inputs = [subject.images[r] for r in model.card.input_roles]
-        prediction = translate(model, inputs, batch_size).array
-        elapsed += time.monotonic() - started
-        guess = baseline_prediction(lookup, model, subject)
-        result.per_subject.append({"seed": seed, **scores(role, prediction, subject)})
-        baseline.per_subject.append({"seed": seed, **scores(role, guess, subject)})
-        if n == 0 and figure is not None:
-            side_by_side(model, subject, prediction, guess, figure)
-    result.seconds_per_subject = elapsed / max(1, len(result.seeds))
+    figures = {model.card.key: figure} if figure else {}
+    ((result, baseline),) = evaluate_models(
+        [model], subjects, baseline_subjects, figures=figures, batch_size=batch_size
+    )
     return result, baseline
+
+
+def evaluate_models(
+    models: Sequence[LoadedModel],
+    subjects: Iterable[Truth],
+    baseline_subjects: Iterable[Truth],
+    *,
+    figures: Mapping[str, Path] | None = None,
+    batch_size: int = 8,
+) -> list[tuple[Evaluation, Evaluation]]:
+    """:func:`evaluate` for several models at once: each subject is made once and shared
+    by the models; ``figures`` maps a model's key to the picture of its first subject."""
+    for model in models:
+        _check_roles(model)
+    baseline_heads = list(baseline_subjects)
+    lookups = [fit_baseline(model, baseline_heads) for model in models]
+    results = [
+        (Evaluation(m.card.key), Evaluation(f"intensity lookup ({m.card.key} roles)"))
+        for m in models
+    ]
+    elapsed = [0.0] * len(models)
+    for n, subject in enumerate(subjects):
+        for i, (model, lookup) in enumerate(zip(models, lookups, strict=True)):
+            role = model.card.output.role
+            started = time.monotonic()
+            inputs = [subject.images[r] for r in model.card.input_roles]
+            prediction = translate(model, inputs, batch_size).array
+            elapsed[i] += time.monotonic() - started
+            guess = baseline_prediction(lookup, model, subject)
+            result, baseline = results[i]
+            result.per_subject.append({"seed": subject.seed, **scores(role, prediction, subject)})
+            baseline.per_subject.append({"seed": subject.seed, **scores(role, guess, subject)})
+            figure = (figures or {}).get(model.card.key)
+            if n == 0 and figure is not None:
+                side_by_side(model, subject, prediction, guess, figure)
+    for (result, _), seconds in zip(results, elapsed, strict=True):
+        result.seconds_per_subject = seconds / max(1, len(result.seeds))
+    return results
 
 
 def side_by_side(

@@ -58,6 +58,9 @@ T2_INTENSITIES: Ranges = {
 }
 """T2w intensities relative to CSF; white matter is drawn darker than grey matter."""
 
+WHOLE_HEAD_MM = 150.0
+"""Coverage of a whole-head series along the slice normal."""
+
 PHYSICAL_SHARE = 0.4
 """Share of subjects whose input contrast comes from a signal equation with random
 timings rather than from the intensity ranges."""
@@ -75,16 +78,24 @@ def _rotation(angles_deg: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray(rz @ ry @ rx, dtype=np.float64)
 
 
-def random_geometry(rng: np.random.Generator, max_points: float = 4.0e6) -> Geometry:
-    """A slab of near-axial slices through the head at a random level: pixel spacing
-    0.5–1.5 mm, slice thickness 1–6 mm, field of view 180–260 mm, oblique by up to 20°
-    in half the draws. The slab holds at most ``max_points`` voxels."""
+def random_geometry(rng: np.random.Generator, whole_head: bool = False) -> Geometry:
+    """Near-axial slices through the head: pixel spacing 0.5–1.5 mm, slice thickness
+    1–6 mm, field of view 180–260 mm, oblique by up to 20° in half the draws.
+
+    A training slab holds 5–24 slices at a random level and at most 4 M voxels; a
+    ``whole_head`` series covers the head from the skull base to the vertex, as a
+    scanner's series does (its pixels coarsened, if need be, to 12 M voxels)."""
     spacing = float(rng.uniform(0.5, 1.5))
     thickness = _log_uniform(rng, 1.0, 6.0)
     fov = float(rng.uniform(180.0, 260.0))
+    if whole_head:
+        slices = int(np.ceil(WHOLE_HEAD_MM / thickness))
+        spacing = max(spacing, fov / np.sqrt(12.0e6 / slices))
+    else:
+        slices = int(np.clip(round(rng.uniform(40.0, 90.0) / thickness), 5, 24))
     matrix = round(fov / spacing)
-    slices = int(np.clip(round(rng.uniform(40.0, 90.0) / thickness), 5, 24))
-    slices = max(5, min(slices, int(max_points // (matrix * matrix))))
+    if not whole_head:
+        slices = max(5, min(slices, int(4.0e6 // (matrix * matrix))))
     limit = 20.0 if rng.uniform() < 0.5 else 3.0
     axes = _rotation(rng.uniform(-limit, limit, size=3))
     row, column, normal = axes[:, 0], axes[:, 1], axes[:, 2]
@@ -92,7 +103,7 @@ def random_geometry(rng: np.random.Generator, max_points: float = 4.0e6) -> Geom
         [
             rng.uniform(-8.0, 8.0),
             -HEAD_CENTRE_RAS[1] + rng.uniform(-10.0, 10.0),
-            rng.uniform(-35.0, 75.0),
+            rng.uniform(15.0, 30.0) if whole_head else rng.uniform(-35.0, 75.0),
         ]
     )
     origin = (
@@ -202,13 +213,14 @@ def clean_mr(
     return np.asarray(clean, dtype=np.float32)
 
 
-def simulate_randomized(seed: int) -> Subject:
+def simulate_randomized(seed: int, whole_head: bool = False) -> Subject:
     """The domain-randomised subject of ``seed``: T1w and T2w with random contrast and
-    scanner on a random grid, and on the same grid the targets: CT in HU and a clean
-    FLAIR (the canonical inversion-recovery contrast of the subject's tissues)."""
+    scanner on a random grid (a training slab, or the ``whole_head``), and on the same
+    grid the targets: CT in HU and a clean FLAIR (the canonical inversion-recovery
+    contrast of the subject's tissues)."""
     rng = np.random.default_rng(seed)
     anatomy = draw_anatomy(rng)
-    geometry = random_geometry(rng)
+    geometry = random_geometry(rng, whole_head)
     depths = int(np.clip(np.ceil(geometry.spacing[0] / 1.5), 2, 4))
     fractions, inside, centres = anatomy.sample(geometry, depths)
     images = {
