@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import openjpeg
@@ -54,7 +55,8 @@ def _case(seed: int, factor: str, value: float) -> Case:
         for role in ("T1", "T2"):
             images[role] = jpeg2000_round_trip(images[role], value)
         return replace(case, images=images)
-    return simulate_case(seed, replace(Scan(), **{factor: value}))
+    changed: dict[str, Any] = {factor: value}
+    return simulate_case(seed, replace(Scan(), **changed))
 
 
 @dataclass(frozen=True)
