@@ -165,6 +165,14 @@ class Route(_Section):
     visible_mark: Literal["overlay", "burn_in", "none"] | None = Field(
         None, description="default: overlay for CT outputs, burn_in for MR outputs"
     )
+    input_guard: Literal["refuse", "warn", "off"] = Field(
+        "refuse",
+        description="inputs unlike the model's training inputs: refuse the job, "
+        "synthesize and mark the output, or do not judge",
+    )
+    uncertainty: bool = Field(
+        True, description="run test-time augmentation and record the output's spread"
+    )
 
 
 class SigningSettings(_Section):

@@ -27,6 +27,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node import __version__, watermark
 from dicom_node.attributes import number
+from dicom_node.input_guard import OUT_OF_DISTRIBUTION_MARK
 from dicom_node.keys import Signer
 from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.provenance import ProvenanceRecord, write_private_block
@@ -193,10 +194,24 @@ def _reference(sop_class: str, sop_instance: str) -> Dataset:
     return ref
 
 
-def _series_description(card: ModelCard, source: Dataset, marking: Marking) -> str:
+def _out_of_distribution(provenance: ProvenanceRecord) -> bool:
+    """An input was refused by the guard and the route said ``warn``: synthesized
+    anyway, and marked so."""
+    return provenance.input_guard is not None and bool(provenance.input_guard.refused)
+
+
+def _series_description(
+    card: ModelCard, source: Dataset, marking: Marking, out_of_distribution: bool
+) -> str:
     base = str(source.get("SeriesDescription", "") or card.input_roles[0])
-    text = f"{marking.series_description_prefix} {card.output.role} from {base} ({card.id})"
+    flag = " [INPUT OOD]" if out_of_distribution else ""
+    text = f"{marking.series_description_prefix} {card.output.role}{flag} from {base} ({card.id})"
     return text[:64]
+
+
+def _image_comments(card: ModelCard, out_of_distribution: bool) -> str:
+    text = "SYNTHETIC IMAGE - NOT ACQUIRED - " + card.key
+    return f"{text} - {OUT_OF_DISTRIBUTION_MARK}" if out_of_distribution else text
 
 
 def _check(output: Volume, sources: Sequence[SeriesVolume], card: ModelCard) -> None:
@@ -257,6 +272,7 @@ def build_series(
     equipment = _contributing_equipment(card, marking, now)
     referenced = _referenced_series(sources)
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    out_of_distribution = _out_of_distribution(provenance)
     derivation = (
         f"Synthetic {card.output.role} computed by model {card.id} version {card.version} "
         f"from {' + '.join(card.input_roles)}; not an acquired image"
@@ -273,7 +289,7 @@ def build_series(
         ds.Modality = card.output.modality
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = (number(first, "SeriesNumber") or 0) + marking.series_number_offset
-        ds.SeriesDescription = _series_description(card, first, marking)
+        ds.SeriesDescription = _series_description(card, first, marking, out_of_distribution)
         ds.SeriesDate, ds.SeriesTime = date, time
         ds.SyntheticData = "YES"
         _laterality(ds, first)
@@ -288,7 +304,7 @@ def build_series(
         ds.InstanceNumber = k + 1
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if ct else "OTHER", "SYNTHETIC"]
         ds.BurnedInAnnotation = "YES" if marking.visible_mark == "burn_in" else "NO"
-        ds.ImageComments = "SYNTHETIC IMAGE - NOT ACQUIRED - " + card.key
+        ds.ImageComments = _image_comments(card, out_of_distribution)
         ds.DerivationDescription = derivation[:1024]
         ds.SourceImageSequence = _source_images(sources, k)
         ds.ReferencedSeriesSequence = referenced

@@ -23,16 +23,19 @@ from sqlalchemy.orm import Session
 from dicom_node import __version__
 from dicom_node.attributes import number
 from dicom_node.config import Config
+from dicom_node.input_guard import assess_inputs, enforce
 from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
 from dicom_node.marking import default_mark
-from dicom_node.provenance import InputRecord, ProvenanceRecord
+from dicom_node.provenance import GuardRecord, InputRecord, ProvenanceRecord, UncertaintyRecord
 from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
-from inference.predict import InferenceError, translate
+from inference.geometry import Volume
+from inference.predict import InferenceError, translate, translate_with_spread
 from inference.registry import LoadedModel, Registry
+from inference.uncertainty import spread_figures
 from storage.database import Database
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
@@ -123,7 +126,7 @@ class Synthesizer:
         )
         try:
             output = self._synthesize(job)
-        except (JobError, VolumeError, InferenceError, ValueError) as exc:
+        except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused too
             self._fail(job, str(exc), retry=False)
         except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
             self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
@@ -177,11 +180,61 @@ class Synthesizer:
             signer=self.signer,
         )
 
+    def _judge(
+        self, job: ClaimedJob, card: ModelCard, sources: list[SeriesVolume]
+    ) -> GuardRecord | None:
+        """The route's input guard on the decoded inputs; raises ``InputRefused`` (the
+        job fails, not retried) when a ``refuse`` route's input is out of distribution."""
+        route = self.config.route(card.id)
+        record = assess_inputs(card, sources, route.input_guard if route else "refuse")
+        if record is not None:
+            for verdict in record.refused:
+                emit(
+                    log,
+                    "job.input_refused"
+                    if record.mode == "refuse"
+                    else "job.input_out_of_distribution",
+                    40 if record.mode == "refuse" else 30,
+                    job_id=job.id,
+                    study_uid=job.study_uid,
+                    model=card.key,
+                    series_uid=verdict.series_uid,
+                    role=verdict.role,
+                    score=verdict.score,
+                    threshold=verdict.threshold,
+                    feature=verdict.feature,
+                )
+        enforce(card, record)
+        return record
+
+    def _predict(
+        self, model: LoadedModel, sources: list[SeriesVolume]
+    ) -> tuple[Volume, UncertaintyRecord | None]:
+        """The output, and its uncertainty figures when the route asks for them."""
+        card = model.card
+        volumes = [s.volume for s in sources]
+        batch = self.config.inference.batch_size
+        route = self.config.route(card.id)
+        if route is not None and not route.uncertainty:
+            return translate(model, volumes, batch), None
+        prediction = translate_with_spread(model, volumes, batch)
+        figures = spread_figures(prediction.output.array, prediction.spread, card)
+        record = UncertaintyRecord(
+            method="test-time augmentation: per-voxel standard deviation across passes",
+            passes=prediction.passes,
+            units=card.output.units,
+            region=figures.region,
+            mean=round(figures.mean, 3),
+            p95=round(figures.p95, 3),
+        )
+        return prediction.output, record
+
     def _synthesize(self, job: ClaimedJob) -> Output:
         model = self._model(job)
         card = model.card
         sources = self._inputs(job)
-        result = translate(model, [s.volume for s in sources], self.config.inference.batch_size)
+        guard = self._judge(job, card, sources)
+        result, uncertainty = self._predict(model, sources)
         now = self.clock()
         series_uid = output_series_uid(job.input_series, card.id, card.version)
         provenance = ProvenanceRecord(
@@ -201,6 +254,8 @@ class Synthesizer:
             output_role=card.output.role,
             route_destinations=job.send_to,
             created_at=now.isoformat(),
+            input_guard=guard,
+            uncertainty=uncertainty,
         )
         datasets = build_series(result, sources, card, provenance, self._marking(card), now)
         key = output_series_key(series_uid)
