@@ -173,6 +173,15 @@ class Route(_Section):
     uncertainty: bool = Field(
         True, description="run test-time augmentation and record the output's spread"
     )
+    uncertainty_map: bool = Field(
+        False, description="also send the per-voxel spread as a series of its own"
+    )
+
+    @model_validator(mode="after")
+    def _map_needs_uncertainty(self) -> Route:
+        if self.uncertainty_map and not self.uncertainty:
+            raise ValueError("uncertainty_map: true needs uncertainty: true")
+        return self
 
 
 class SigningSettings(_Section):

@@ -1,6 +1,7 @@
 """The input guard and the uncertainty figures in the node, against a real Orthanc: a
 `refuse` route fails the job and sends nothing, `warn` sends a marked output, `off`
-does not judge; every output records its uncertainty and `dicom-node verify` shows it."""
+does not judge; every output records its uncertainty, `dicom-node verify` shows it, and
+a route may ask for the uncertainty map as a series of its own."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from sqlalchemy import select
 from dicom_node.cli import main as cli
 from dicom_node.node import Node
 from dicom_node.provenance import ProvenanceRecord, read_private_block
+from dicom_node.uids import uncertainty_series_uid
 from factories import StudySpec, axial_series, valid_ds, write_series
 from inference.card import RoleGuard
 from inference.geometry import Volume
 from inference.training.guard_fit import write_guards
 from inference.training.simulate import Acquisition, simulate_subject
-from onnx_models import conv1x1_model, linear_card
+from onnx_models import conv1x1_model, linear_card, neighbour_model
 from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
 from storage.models import AuditEvent, Delivery, Job, JobState, OutputSeries
 
@@ -292,3 +294,83 @@ def test_models_list_and_validate_say_whether_each_model_has_a_guard(
     assert cli(["--config", str(config), "models", "list", "--json"]) == 0
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["guard"] == expected
+
+
+def _expected_spread(x: np.ndarray, a: float, b: float, offset: float) -> np.ndarray:
+    """What the node's two passes of :func:`neighbour_model` disagree by, in HU."""
+    right = np.zeros_like(x)
+    right[..., :-1] = x[..., 1:]
+    left = np.zeros_like(x)
+    left[..., 1:] = x[..., :-1]
+    passes = np.clip(np.stack([a * x + b * right, a * x + b * left]) + offset, -1024, 3071)
+    return np.asarray(passes.std(axis=0))
+
+
+def test_uncertainty_map_is_a_marked_signed_series_of_its_own_delivered_beside_the_output(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    heads: dict[str, Volume],
+    signing_keys: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    neighbour_model(models / "m.onnx", linear_card(out_offset=-1000.0), a=1.0, b=0.25)
+    pacs = orthanc_factory()
+    overrides = sends_to(pacs.dicom_port)
+    overrides["routes"][0].update(input_guard="off", uncertainty_map=True)
+    node = node_factory({"node": {"port": free_port()}, **overrides})
+    study = StudySpec()
+    t1 = _series(study, heads["T1"], "T1 MPRAGE")
+    _send(node, t1, tmp_path / "in")
+
+    def both() -> list[dict[str, Any]] | None:
+        series = pacs.series_of_study(study.study_uid)
+        full = [s for s in series if len(s["Instances"]) == ACQUISITION.slices]
+        return series if len(full) == 2 else None
+
+    series = wait_until(both, 90, what="the synthetic CT and its uncertainty map in the PACS")
+    by_kind: dict[str, list[Path]] = {}
+    for s in series:
+        kind = "map" if "UNCERTAINTY" in s["MainDicomTags"]["SeriesDescription"] else "ct"
+        (tmp_path / kind).mkdir()
+        by_kind[kind] = [
+            pacs.download(i, tmp_path / kind / f"{n}.dcm") for n, i in enumerate(s["Instances"])
+        ]
+
+    ct = pydicom.dcmread(by_kind["ct"][0])
+    sources = {tuple(round(float(v), 3) for v in ds.ImagePositionPatient): ds for ds in t1}
+    assert (
+        uncertainty_series_uid(ct.SeriesInstanceUID)
+        == pydicom.dcmread(by_kind["map"][0]).SeriesInstanceUID
+    )
+    for path in by_kind["map"]:
+        ds = pydicom.dcmread(path)
+        assert ds.Modality == "CT" and ds.StudyInstanceUID == study.study_uid
+        assert ds.SyntheticData == "YES"
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "AXIAL", "SYNTHETIC", "UNCERTAINTY"]
+        assert ds.SeriesDescription.startswith("SYNTHETIC CT UNCERTAINTY from T1 MPRAGE")
+        assert ds.SeriesNumber == ct.SeriesNumber + 1
+        assert "UNCERTAINTY MAP in HU" in ds.ImageComments
+        assert ds.DerivationDescription.startswith("Per-voxel standard deviation, in HU")
+        record = _provenance(path)
+        assert record.output_series_uid == ds.SeriesInstanceUID
+        assert record.uncertainty is not None and record.uncertainty.p95 > 0
+        source = sources[tuple(round(float(v), 3) for v in ds.ImagePositionPatient)]
+        expected = _expected_spread(source.pixel_array.astype(np.float64), 1.0, 0.25, -1000.0)
+        assert np.abs(ds.pixel_array - expected).max() <= 1.5, "rounding + watermark"
+    for path in (by_kind["map"][0], by_kind["map"][-1]):
+        assert _dcmsign_ok(path, signing_keys[1])
+        assert dciodvfy_errors(path) == []
+    text = _verify(tmp_path / "config.yaml", by_kind["map"][0], capsys)
+    assert "SYNTHETIC" in text and "signature: valid, trusted" in text
+    assert "matches the provenance record" in text
+    with node.db.session() as session:
+        rows = session.scalars(select(OutputSeries)).all()
+        delivered = session.scalars(select(Delivery)).all()
+    assert {r.series_uid for r in rows} == {
+        ct.SeriesInstanceUID,
+        uncertainty_series_uid(ct.SeriesInstanceUID),
+    }
+    assert len(delivered) == 2 and {d.destination for d in delivered} == {"pacs"}

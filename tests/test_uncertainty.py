@@ -6,15 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from inference.card import CARD_KEY, ModelCard
 from inference.geometry import Geometry, Volume
 from inference.predict import Augmentation, translate, translate_with_spread
-from inference.registry import LoadedModel, load_model
+from inference.registry import load_model
 from inference.uncertainty import spread_figures
-from onnx_models import IR_VERSION, OPSET, conv1x1_model, linear_card
+from onnx_models import conv1x1_model, linear_card, neighbour_model
 
 CPU = ["CPUExecutionProvider"]
 
@@ -37,24 +34,6 @@ def _ramp(shape: tuple[int, int, int]) -> np.ndarray:
     return (100 + 100 * k + 10 * j + i).astype(np.float32)
 
 
-def _lopsided_model(path: Path, card: ModelCard, a: float, b: float) -> LoadedModel:
-    """y[i] = a·x[i] + b·x[i+1] along columns (zero beyond the last): a model that does
-    not commute with a left-right mirror."""
-    kernel = np.asarray([a, b], dtype=np.float32).reshape(1, 1, 1, 2)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 0, 0, 1])],
-        "lopsided",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", "W"])],
-        initializer=[numpy_helper.from_array(kernel, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    helper.set_model_props(model, {CARD_KEY: card.to_json()})
-    onnx.save(model, path)
-    return load_model(path, CPU, intra_op_threads=1)
-
-
 def test_a_mirror_symmetric_model_gives_its_plain_output_and_zero_spread(tmp_path: Path) -> None:
     model = load_model(conv1x1_model(tmp_path / "m.onnx", linear_card(), [2.0], -1000.0), CPU)
     volume = _volume(_ramp((4, 6, 9)))
@@ -71,7 +50,7 @@ def test_a_mirror_symmetric_model_gives_its_plain_output_and_zero_spread(tmp_pat
 def test_the_mirror_pass_is_mirrored_back_and_its_disagreement_is_the_spread(
     tmp_path: Path,
 ) -> None:
-    model = _lopsided_model(tmp_path / "m.onnx", linear_card(), a=1.0, b=0.5)
+    model = load_model(neighbour_model(tmp_path / "m.onnx", linear_card(), a=1.0, b=0.5), CPU)
     x = _ramp((3, 5, 8))
 
     prediction = translate_with_spread(model, [_volume(x)])

@@ -66,11 +66,13 @@ class ObliqueAcquisition(Acquisition):
         )
 
 
-SIMULATED_VOXELS = 3_000_000
+SIMULATED_VOXELS = 2_000_000
 """Budget of one simulated volume: thin slabs are shortened (partial head coverage) to
 stay within it, and in-plane spacings finer than :data:`SIMULATED_SPACING_MM` are
 simulated at that spacing and interpolated, as the simulator's cost grows with voxels."""
 SIMULATED_SPACING_MM = 1.2
+PADDED_VOXELS = 16_000_000
+"""A padded field of view grows no larger than this (a 0.5 mm grid is large already)."""
 
 
 def random_acquisition(rng: np.random.Generator, fast: bool = False) -> ObliqueAcquisition:
@@ -277,7 +279,8 @@ def t1_variants(t1: Volume, rng: np.random.Generator) -> Iterator[tuple[str, str
     yield "T1 more bias", f"{strength:.2f}", with_bias(t1, rng, strength)
     keep = float(rng.uniform(0.6, 0.85))
     yield "T1 cropped FOV", f"to {keep:.2f}", cropped(t1, keep)
-    factor = float(rng.uniform(1.5, 3.0))
+    room = np.sqrt(PADDED_VOXELS / t1.array.size)
+    factor = float(min(rng.uniform(1.5, 3.0), max(room, 1.2)))
     yield "T1 padded FOV", f"x{factor:.1f}", padded(t1, factor, rng)
     ratio = float(rng.uniform(10.0, 30.0))
     yield "T1 JPEG 2000 lossy", f"{ratio:.0f}:1", jpeg2000(t1, ratio)
