@@ -71,6 +71,20 @@ FEATURES: tuple[str, ...] = (
 )
 """The signature's features, in order; a card's guard names the ones it was fitted on."""
 
+HISTOGRAM_FEATURES = FEATURES[: len(HISTOGRAM_EDGES) - 1]
+DEPTH_FEATURES = FEATURES[
+    len(HISTOGRAM_FEATURES) : len(HISTOGRAM_FEATURES) + len(DEPTH_EDGES_MM) - 1
+]
+
+SIGNATURE_SPACING_MM = 1.5
+"""The signature looks at a series at about this in-plane spacing or coarser, keeping
+every n-th row and column (so each voxel keeps its own noise): a series reconstructed
+at 0.5 mm, often interpolated from a coarser acquisition, then reads as its acquisition
+would — measured on a T1w interpolated from 1.2 to 0.5 mm, the log-roughness was -2.33
+at full resolution and -1.53 when thinned by 3, against -1.6 ± 0.2 for the reference —
+and the distance transform stays small."""
+MAX_VOXELS = 8_000_000
+"""Volumes larger than this after thinning are thinned further."""
 FOREGROUND_FRACTION = 0.1
 """Foreground: above this fraction of the (background-shifted) 99.9th percentile."""
 MIN_FOREGROUND_VOXELS = 64
@@ -87,17 +101,8 @@ class Assessment:
     score: float
     threshold: float
     feature: str
-    """The feature furthest from the reference (the one that decided a refusal)."""
+    """The feature furthest from the reference's centre: what looked least like it."""
     reference_cases: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "accepted": self.accepted,
-            "score": round(self.score, 3),
-            "threshold": round(self.threshold, 3),
-            "feature": self.feature,
-            "reference_cases": self.reference_cases,
-        }
 
 
 def _shifted(array: FloatArray) -> FloatArray:
@@ -130,15 +135,28 @@ def _roughness(x: FloatArray, interior: BoolArray) -> float:
     return float(np.median(np.abs(x[interior] - neighbours[interior]) / local))
 
 
+def _thinned(volume: Volume) -> tuple[FloatArray, tuple[float, float, float]]:
+    """Every n-th row and column of the volume's array, n chosen for an in-plane spacing
+    of at least :data:`SIGNATURE_SPACING_MM` and at most :data:`MAX_VOXELS` voxels; and
+    the spacing of what is returned."""
+    k, j, i = volume.geometry.spacing
+    step = max(
+        1,
+        int(SIGNATURE_SPACING_MM // min(j, i)),
+        int(np.ceil(np.sqrt(volume.array.size / MAX_VOXELS))),
+    )
+    return volume.array[:, ::step, ::step], (k, j * step, i * step)
+
+
 def signature(volume: Volume) -> dict[str, float]:
     """The features of :data:`FEATURES` for one volume.
 
     A volume with next to no foreground gets the signature of nothing (zero histogram,
     profile and log-roughness, a tiny volume): every reference of a head is far from it.
     """
-    x = _shifted(volume.array)
-    mask = foreground(volume.array)
-    spacing = volume.geometry.spacing
+    array, spacing = _thinned(volume)
+    x = _shifted(array)
+    mask = foreground(array)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     count = int(mask.sum())
     values: dict[str, float] = dict.fromkeys(FEATURES, 0.0)
@@ -149,10 +167,10 @@ def signature(volume: Volume) -> dict[str, float]:
     normalised = x / np.float32(scale)
     inside = np.clip(normalised[mask], 0.0, HISTOGRAM_EDGES[-1])
     histogram, _ = np.histogram(inside, bins=HISTOGRAM_EDGES)
-    for name, share in zip(FEATURES[:5], histogram / count, strict=True):
+    for name, share in zip(HISTOGRAM_FEATURES, histogram / count, strict=True):
         values[name] = float(share)
     depth = ndimage.distance_transform_edt(mask, sampling=spacing)
-    for name, lo, hi in zip(FEATURES[5:11], DEPTH_EDGES_MM[:-1], DEPTH_EDGES_MM[1:], strict=True):
+    for name, (lo, hi) in zip(DEPTH_FEATURES, itertools.pairwise(DEPTH_EDGES_MM), strict=True):
         shell = mask & (depth > lo) & (depth <= hi)
         values[name] = float(normalised[shell].mean()) if shell.any() else 0.0
     deep = normalised[mask & (depth > DEEP_MM)]

@@ -11,7 +11,7 @@ import pytest
 
 from inference.card import CARD_KEY, ModelCard, RoleGuard, parse_card
 from inference.guard import FEATURES, assess, signature
-from inference.training.guard_cases import Case, labelled_cases, padded
+from inference.training.guard_cases import Case, labelled_cases, padded, resampled_in_plane
 from inference.training.guard_eval import evaluate_guard
 from inference.training.guard_fit import GuardFitError, fit_role_guard, write_guards
 from inference.training.simulate import Acquisition, simulate_subject
@@ -84,6 +84,17 @@ def test_signature_does_not_depend_on_how_much_background_the_field_of_view_hold
     roomy = signature(padded(t1, 3.0, np.random.default_rng(0)))
     for name in FEATURES:
         assert roomy[name] == pytest.approx(tight[name], abs=0.05), name
+
+
+def test_a_series_interpolated_to_half_a_millimetre_reads_like_its_acquisition() -> None:
+    """Thinned back to 1.5 mm, only the texture keeps some of the interpolation's
+    smoothing (0.3 in log10, about 1.5 reference spreads)."""
+    t1 = simulate_subject(9, Acquisition(1.5, 6.0, 150, 130)).images["T1"]
+    acquired = signature(t1)
+    interpolated = signature(resampled_in_plane(t1, 0.5))
+    for name in FEATURES:
+        tolerance = 0.3 if name == "log_roughness" else 0.05
+        assert interpolated[name] == pytest.approx(acquired[name], abs=tolerance), name
 
 
 def test_fitting_needs_three_volumes() -> None:

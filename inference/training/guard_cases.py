@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import openjpeg
 from pydicom.pixels import get_encoder
 from pydicom.uid import JPEG2000
@@ -43,7 +44,7 @@ class ObliqueAcquisition(Acquisition):
 
     tilt_degrees: tuple[float, float] = (0.0, 0.0)
 
-    def geometry(self, shift_mm: object = (0.0, 0.0, 0.0)) -> Geometry:
+    def geometry(self, shift_mm: npt.ArrayLike = (0.0, 0.0, 0.0)) -> Geometry:
         axial = super().geometry(np.asarray(shift_mm, dtype=float))
         a, b = np.deg2rad(self.tilt_degrees)
         rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])

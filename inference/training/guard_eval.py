@@ -17,6 +17,8 @@ from inference.training.guard_cases import Case
 
 @dataclass
 class KindCount:
+    """One row of the table: how many cases of a kind, and how many were decided wrong."""
+
     expected_accept: bool
     cases: int = 0
     wrong: int = 0
