@@ -8,12 +8,14 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from dicom_node import __version__
 from dicom_node.config import Config, ConfigError, Destination, load_config
 from dicom_node.logs import configure
+from inference.card import ModelCard
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -97,6 +99,17 @@ def _send(args: argparse.Namespace) -> int:
     return 1 if unreadable or report.problems else 0
 
 
+def _guard_summary(card: ModelCard) -> str:
+    """Whether a model's card carries an input guard, and for which roles."""
+    if not card.guard:
+        return "no input guard"
+    roles = ", ".join(
+        f"{role} ({g.reference_cases} reference cases, threshold {g.threshold:.2f})"
+        for role, g in card.guard.items()
+    )
+    return f"input guard: {roles}"
+
+
 def _models_list(args: argparse.Namespace) -> int:
     from inference.registry import load_registry
 
@@ -113,6 +126,7 @@ def _models_list(args: argparse.Namespace) -> int:
             "spatial": m.card.spatial.mode,
             "providers": list(m.providers),
             "file": m.path.name,
+            "guard": _guard_summary(m.card),
         }
         for m in registry
     ]
@@ -123,7 +137,8 @@ def _models_list(args: argparse.Namespace) -> int:
         for r in rows:
             print(
                 f"{r['id']} {r['version']}: {' + '.join(r['inputs'])} -> {r['output']}; "
-                f"{r['spatial']}; providers {', '.join(r['providers'])}; {r['file']}"
+                f"{r['spatial']}; providers {', '.join(r['providers'])}; {r['guard']}; "
+                f"{r['file']}"
             )
         if not rows:
             print(f"no usable model in {config.models_dir}")
@@ -144,7 +159,10 @@ def _models_validate(args: argparse.Namespace) -> int:
             print(f"INVALID {exc}")
             status = 1
             continue
-        print(f"OK {path.name}: {model.card.key}, providers {', '.join(model.providers)}")
+        print(
+            f"OK {path.name}: {model.card.key}, providers {', '.join(model.providers)}; "
+            f"{_guard_summary(model.card)}"
+        )
     return status
 
 
@@ -263,6 +281,8 @@ def _verify(args: argparse.Namespace) -> int:
                 f"(sha256 {p['model_sha256'][:12]}…), created {p['created_at']}, "
                 f"record {verdict.provenance_identifier}"
             )
+            for line in _assessment_lines(p):
+                print(f"  {line}")
         else:
             print("  provenance: absent")
         print(f"  signature: {verdict.signature}{trust} ({verdict.signature_reason})")
@@ -278,6 +298,33 @@ def _verify(args: argparse.Namespace) -> int:
         for reason in verdict.reasons:
             print(f"  ! {reason}")
     return status
+
+
+def _assessment_lines(provenance: dict[str, Any]) -> list[str]:
+    """The input guard's and the uncertainty's lines of a provenance record, for people."""
+    lines = []
+    guard = provenance.get("input_guard")
+    if guard and not guard["available"]:
+        lines.append(f"input guard ({guard['mode']}): the model has none; inputs not judged")
+    elif guard:
+        for a in guard["inputs"]:
+            verdict = "accepted" if a["accepted"] else "OUT OF DISTRIBUTION"
+            lines.append(
+                f"input guard ({guard['mode']}): {a['role']} series {a['series_uid']} "
+                f"{verdict}, score {a['score']:.2f} (threshold {a['threshold']:.2f})"
+            )
+    else:
+        lines.append("input guard: off")
+    spread = provenance.get("uncertainty")
+    if spread:
+        lines.append(
+            f"uncertainty: spread inside the head mean {spread['mean']:.3g} {spread['units']}, "
+            f"95th percentile {spread['p95']:.3g} {spread['units']} "
+            f"({' + '.join(spread['passes'])})"
+        )
+    else:
+        lines.append("uncertainty: not estimated")
+    return lines
 
 
 def _keys_init(args: argparse.Namespace) -> int:

@@ -188,6 +188,23 @@ class Route(_Section):
     visible_mark: Literal["overlay", "burn_in", "none"] | None = Field(
         None, description="default: overlay for CT outputs, burn_in for MR outputs"
     )
+    input_guard: Literal["refuse", "warn", "off"] = Field(
+        "refuse",
+        description="inputs unlike the model's training inputs: refuse the job, "
+        "synthesize and mark the output, or do not judge",
+    )
+    uncertainty: bool = Field(
+        True, description="run test-time augmentation and record the output's spread"
+    )
+    uncertainty_map: bool = Field(
+        False, description="also send the per-voxel spread as a series of its own"
+    )
+
+    @model_validator(mode="after")
+    def _map_needs_uncertainty(self) -> Route:
+        if self.uncertainty_map and not self.uncertainty:
+            raise ValueError("uncertainty_map: true needs uncertainty: true")
+        return self
 
 
 class SigningSettings(_Section):

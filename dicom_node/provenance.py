@@ -55,6 +55,58 @@ class InputRecord:
 
 
 @dataclass(frozen=True)
+class RoleAssessment:
+    """The input guard's judgement of one input series (``inference.guard``)."""
+
+    role: str
+    series_uid: str
+    accepted: bool
+    score: float
+    threshold: float
+    feature: str
+    """The signature feature furthest from the reference."""
+    reference_cases: int
+
+
+@dataclass(frozen=True)
+class GuardRecord:
+    """Whether the inputs looked like the model's training inputs, as the route's
+    ``input_guard`` mode asked: ``available`` is false for a model whose card carries no
+    guard (the job then ran unjudged)."""
+
+    mode: str
+    available: bool
+    inputs: tuple[RoleAssessment, ...] = ()
+
+    @property
+    def refused(self) -> tuple[RoleAssessment, ...]:
+        return tuple(a for a in self.inputs if not a.accepted)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GuardRecord:
+        return cls(
+            data["mode"], data["available"], tuple(RoleAssessment(**a) for a in data["inputs"])
+        )
+
+
+@dataclass(frozen=True)
+class UncertaintyRecord:
+    """How much the output moved under test-time augmentation (``inference.uncertainty``):
+    the per-voxel spread's mean and 95th percentile inside the head, in output units."""
+
+    method: str
+    passes: tuple[str, ...]
+    units: str
+    region: str
+    mean: float
+    p95: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UncertaintyRecord:
+        return cls(**{**data, "passes": tuple(data["passes"])})
+
+
+@dataclass(frozen=True)
 class ProvenanceRecord:
     node_name: str
     node_version: str
@@ -70,6 +122,10 @@ class ProvenanceRecord:
     route_destinations: tuple[str, ...]
     created_at: str
     """ISO 8601 UTC time of synthesis."""
+    input_guard: GuardRecord | None = None
+    """The input guard's assessment; None when the route turned the guard off."""
+    uncertainty: UncertaintyRecord | None = None
+    """The output's uncertainty figures; None when the route did not ask for them."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,12 +144,16 @@ class ProvenanceRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProvenanceRecord:
         inputs = tuple(InputRecord(**i) for i in data["inputs"])
+        guard = data.get("input_guard")
+        uncertainty = data.get("uncertainty")
         return cls(
             **{
                 **data,
                 "inputs": inputs,
                 "providers": tuple(data["providers"]),
                 "route_destinations": tuple(data["route_destinations"]),
+                "input_guard": GuardRecord.from_dict(guard) if guard else None,
+                "uncertainty": UncertaintyRecord.from_dict(uncertainty) if uncertainty else None,
             }
         )
 

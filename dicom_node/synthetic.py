@@ -28,6 +28,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from dicom_node import __version__, watermark
 from dicom_node.attributes import number
 from dicom_node.body_parts import laterality_required
+from dicom_node.input_guard import OUT_OF_DISTRIBUTION_MARK
 from dicom_node.keys import Signer
 from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.provenance import ProvenanceRecord, write_private_block
@@ -133,8 +134,8 @@ def _slice_pixels(stored: np.ndarray, card: ModelCard, marking: Marking, ident: 
     return np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
 
 
-def _window(stored: np.ndarray, modality: str) -> tuple[list[float], list[float], str]:
-    if modality == "CT":
+def _window(stored: np.ndarray, fixed_ct: bool) -> tuple[list[float], list[float], str]:
+    if fixed_ct:
         return [40.0, 400.0], [400.0, 1800.0], "SOFT TISSUE\\BONE"
     lo, hi = np.percentile(stored, [1.0, 99.5])
     width = max(float(hi - lo), 1.0)
@@ -200,10 +201,56 @@ def _reference(sop_class: str, sop_instance: str) -> Dataset:
     return ref
 
 
-def _series_description(card: ModelCard, source: Dataset, marking: Marking) -> str:
+UNCERTAINTY_IMAGE_TYPE = "UNCERTAINTY"
+"""Image Type value 5 of an uncertainty map series (after DERIVED\\SECONDARY\\…\\SYNTHETIC)."""
+
+
+def _out_of_distribution(provenance: ProvenanceRecord) -> bool:
+    """An input was refused by the guard and the route said ``warn``: synthesized
+    anyway, and marked so."""
+    return provenance.input_guard is not None and bool(provenance.input_guard.refused)
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """The words that say what one series is: the synthetic image, or its uncertainty
+    map (the per-voxel spread across test-time augmentation passes)."""
+
+    description: str
+    image_type: list[str]
+    comments: str
+    derivation: str
+    series_number_step: int
+
+
+def _labels(
+    card: ModelCard,
+    source: Dataset,
+    marking: Marking,
+    provenance: ProvenanceRecord,
+    uncertainty_map: bool,
+) -> _Labels:
     base = str(source.get("SeriesDescription", "") or card.input_roles[0])
-    text = f"{marking.series_description_prefix} {card.output.role} from {base} ({card.id})"
-    return text[:64]
+    flag = " [INPUT OOD]" if _out_of_distribution(provenance) else ""
+    what = f"{card.output.role} UNCERTAINTY" if uncertainty_map else card.output.role
+    description = f"{marking.series_description_prefix} {what}{flag} from {base} ({card.id})"
+    image_type = ["DERIVED", "SECONDARY", "AXIAL" if card.output.modality == "CT" else "OTHER"]
+    image_type.append("SYNTHETIC")
+    comments = "SYNTHETIC IMAGE - NOT ACQUIRED - " + card.key
+    derivation = (
+        f"Synthetic {card.output.role} computed by model {card.id} version {card.version} "
+        f"from {' + '.join(card.input_roles)}; not an acquired image"
+    )
+    if uncertainty_map:
+        image_type.append(UNCERTAINTY_IMAGE_TYPE)
+        comments += f" - UNCERTAINTY MAP in {card.output.units}"
+        derivation = (
+            f"Per-voxel standard deviation, in {card.output.units}, across the test-time "
+            f"augmentation passes of the {derivation[0].lower()}{derivation[1:]}"
+        )
+    if flag:
+        comments += f" - {OUT_OF_DISTRIBUTION_MARK}"
+    return _Labels(description[:64], image_type, comments, derivation[:1024], int(uncertainty_map))
 
 
 def _check(output: Volume, sources: Sequence[SeriesVolume], card: ModelCard) -> None:
@@ -250,22 +297,28 @@ def build_series(
     provenance: ProvenanceRecord,
     marking: Marking,
     now: datetime,
+    *,
+    uncertainty_map: bool = False,
 ) -> list[Dataset]:
-    """One instance per slice of ``sources[0]``, in slice order, ready to be written."""
+    """One instance per slice of ``sources[0]``, in slice order, ready to be written.
+
+    With ``uncertainty_map``, ``output`` is the per-voxel spread of the synthetic image
+    in its units, and the series says so (Series Description, Image Type value
+    ``UNCERTAINTY``, Image Comments, Derivation Description) while carrying every mark
+    of a synthetic series.
+    """
     _check(output, sources, card)
     stored, pixel_representation = _stored_values(output.array, card)
-    centers, widths, explanation = _window(stored, card.output.modality)
-    series_uid = provenance.output_series_uid
     ct = card.output.modality == "CT"
+    centers, widths, explanation = _window(stored, ct and not uncertainty_map)
+    series_uid = provenance.output_series_uid
     sop_class = CT_IMAGE_STORAGE if ct else MR_IMAGE_STORAGE
     first = sources[0].headers[0]
     equipment = _contributing_equipment(card, marking, now)
     referenced = _referenced_series(sources)
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
-    derivation = (
-        f"Synthetic {card.output.role} computed by model {card.id} version {card.version} "
-        f"from {' + '.join(card.input_roles)}; not an acquired image"
-    )
+    labels = _labels(card, first, marking, provenance, uncertainty_map)
+    series_number = (number(first, "SeriesNumber") or 0) + marking.series_number_offset
     instances = []
     for k, header in enumerate(sources[0].headers):
         ds = Dataset()
@@ -277,8 +330,8 @@ def build_series(
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         ds.Modality = card.output.modality
         ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = (number(first, "SeriesNumber") or 0) + marking.series_number_offset
-        ds.SeriesDescription = _series_description(card, first, marking)
+        ds.SeriesNumber = series_number + labels.series_number_step
+        ds.SeriesDescription = labels.description
         ds.SeriesDate, ds.SeriesTime = date, time
         ds.SyntheticData = "YES"
         _laterality(ds, first)
@@ -291,10 +344,10 @@ def build_series(
             ds.StationName = marking.station_name
         ds.ContentDate, ds.ContentTime = date, time
         ds.InstanceNumber = k + 1
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if ct else "OTHER", "SYNTHETIC"]
+        ds.ImageType = labels.image_type
         ds.BurnedInAnnotation = "YES" if marking.visible_mark == "burn_in" else "NO"
-        ds.ImageComments = "SYNTHETIC IMAGE - NOT ACQUIRED - " + card.key
-        ds.DerivationDescription = derivation[:1024]
+        ds.ImageComments = labels.comments
+        ds.DerivationDescription = labels.derivation
         ds.SourceImageSequence = _source_images(sources, k)
         ds.ReferencedSeriesSequence = referenced
         ds.ContributingEquipmentSequence = [equipment]

@@ -30,6 +30,12 @@ def output_series_uid(input_series_uids: Sequence[str], model_id: str, model_ver
     return uid_from_names("series", *input_series_uids, model_id, model_version)
 
 
+def uncertainty_series_uid(output_series: str) -> str:
+    """The uncertainty map series of the output series ``output_series``: derived from it,
+    so it is as deterministic as the output and a re-run replaces it too."""
+    return uid_from_names("uncertainty map", output_series)
+
+
 def output_instance_uid(output_series: str, source_instance_uid: str) -> str:
     """The output instance made from the first input's slice ``source_instance_uid``.
 

@@ -1,17 +1,20 @@
 """Infer and label: a job's input series → model → synthetic series in the spool → outbox.
 
-A worker claims one job, decodes its inputs, runs the model, writes the output
-instances to the spool (deterministic UIDs and file names, so a re-run overwrites), and
-then commits in one transaction the output row, one delivery per destination, the
-audit record and the job's end. A crash anywhere before that commit leaves the job to
-be claimed again; nothing is half-delivered because deliveries only exist after it.
+A worker claims one job, decodes its inputs, judges them with the model's input guard
+(as the route says: refuse, warn or off), runs the model (twice, input and mirrored
+input, when the route asks for uncertainty), writes the output instances to the spool
+(deterministic UIDs and file names, so a re-run overwrites) — and the uncertainty map
+series when the route asks for it — and then commits in one transaction the output
+rows, one delivery per destination and output, the audit records and the job's end. A
+crash anywhere before that commit leaves the job to be claimed again; nothing is
+half-delivered because deliveries only exist after it.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from pydicom import dcmwrite
@@ -23,18 +26,21 @@ from sqlalchemy.orm import Session
 from dicom_node import __version__
 from dicom_node.attributes import number
 from dicom_node.config import Config
+from dicom_node.input_guard import assess_inputs, enforce
 from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
 from dicom_node.marking import default_mark
-from dicom_node.provenance import InputRecord, ProvenanceRecord
+from dicom_node.provenance import GuardRecord, InputRecord, ProvenanceRecord, UncertaintyRecord
 from dicom_node.sop_classes import VOLUME_IMAGE_SOP_CLASSES
 from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
-from dicom_node.uids import output_series_uid
+from dicom_node.uids import output_series_uid, uncertainty_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
-from inference.predict import InferenceError
+from inference.geometry import Volume
+from inference.predict import Augmentation, InferenceError
 from inference.registry import LoadedModel, Registry
-from inference.reorient import translate_in_plane
+from inference.reorient import predict_in_plane
+from inference.uncertainty import spread_figures
 from storage.database import Database
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
@@ -124,13 +130,13 @@ class Synthesizer:
             attempt=job.attempts,
         )
         try:
-            output = self._synthesize(job)
-        except (JobError, VolumeError, InferenceError, ValueError) as exc:
+            outputs = self._synthesize(job)
+        except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused too
             self._fail(job, str(exc), retry=False)
         except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
             self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
         else:
-            self._complete(job, output)
+            self._complete(job, outputs)
         return True
 
     def _claim(self) -> ClaimedJob | None:
@@ -179,13 +185,85 @@ class Synthesizer:
             signer=self.signer,
         )
 
-    def _synthesize(self, job: ClaimedJob) -> Output:
+    def _judge(
+        self, job: ClaimedJob, card: ModelCard, sources: list[SeriesVolume]
+    ) -> GuardRecord | None:
+        """The route's input guard on the decoded inputs; raises ``InputRefused`` (the
+        job fails, not retried) when a ``refuse`` route's input is out of distribution."""
+        route = self.config.route(card.id)
+        record = assess_inputs(card, sources, route.input_guard if route else "refuse")
+        if record is not None:
+            for verdict in record.refused:
+                emit(
+                    log,
+                    "job.input_refused"
+                    if record.mode == "refuse"
+                    else "job.input_out_of_distribution",
+                    40 if record.mode == "refuse" else 30,
+                    job_id=job.id,
+                    study_uid=job.study_uid,
+                    model=card.key,
+                    series_uid=verdict.series_uid,
+                    role=verdict.role,
+                    score=verdict.score,
+                    threshold=verdict.threshold,
+                    feature=verdict.feature,
+                )
+        enforce(card, record)
+        return record
+
+    def _predict(
+        self, model: LoadedModel, sources: list[SeriesVolume]
+    ) -> tuple[Volume, Volume | None, UncertaintyRecord | None]:
+        """The output; its per-voxel spread when the route asks for the map; its
+        uncertainty figures when the route asks for them."""
+        card = model.card
+        volumes = [s.volume for s in sources]
+        batch = self.config.inference.batch_size
+        route = self.config.route(card.id)
+        if route is not None and not route.uncertainty:
+            return predict_in_plane(model, volumes, batch).output, None, None
+        prediction = predict_in_plane(model, volumes, batch, Augmentation())
+        figures = spread_figures(prediction.output.array, prediction.spread, card)
+        record = UncertaintyRecord(
+            method="test-time augmentation: per-voxel standard deviation across passes",
+            passes=prediction.passes,
+            units=card.output.units,
+            region=figures.region,
+            mean=round(figures.mean, 3),
+            p95=round(figures.p95, 3),
+        )
+        spread = None
+        if route is not None and route.uncertainty_map:
+            spread = Volume(prediction.spread, prediction.output.geometry)
+        return prediction.output, spread, record
+
+    def _write(self, datasets: list[Dataset], provenance: ProvenanceRecord) -> Output:
+        """Writes one series' instances to the spool (deterministic keys: a re-run
+        overwrites) and describes what was written."""
+        key = output_series_key(provenance.output_series_uid)
+        members = []
+        for index, ds in enumerate(datasets):
+            size = self.spool.write(output_instance_key(key, index), _encode(ds))
+            members.append((str(ds.SOPInstanceUID), size))
+        first = datasets[0]
+        return Output(
+            provenance.output_series_uid,
+            str(first.SOPClassUID),
+            key,
+            provenance,
+            str(first.SeriesDescription),
+            number(first, "SeriesNumber"),
+            tuple(members),
+        )
+
+    def _synthesize(self, job: ClaimedJob) -> list[Output]:
+        """The output series, then its uncertainty map series when the route asks."""
         model = self._model(job)
         card = model.card
         sources = self._inputs(job)
-        result = translate_in_plane(
-            model, [s.volume for s in sources], self.config.inference.batch_size
-        )
+        guard = self._judge(job, card, sources)
+        result, spread, uncertainty = self._predict(model, sources)
         now = self.clock()
         series_uid = output_series_uid(job.input_series, card.id, card.version)
         provenance = ProvenanceRecord(
@@ -205,67 +283,43 @@ class Synthesizer:
             output_role=card.output.role,
             route_destinations=job.send_to,
             created_at=now.isoformat(),
+            input_guard=guard,
+            uncertainty=uncertainty,
         )
-        datasets = build_series(result, sources, card, provenance, self._marking(card), now)
-        key = output_series_key(series_uid)
-        members = []
-        for index, ds in enumerate(datasets):
-            size = self.spool.write(output_instance_key(key, index), _encode(ds))
-            members.append((str(ds.SOPInstanceUID), size))
-        first = datasets[0]
-        return Output(
-            series_uid,
-            str(first.SOPClassUID),
-            key,
-            provenance,
-            str(first.SeriesDescription),
-            number(first, "SeriesNumber"),
-            tuple(members),
-        )
+        marking = self._marking(card)
+        outputs = [
+            self._write(build_series(result, sources, card, provenance, marking, now), provenance)
+        ]
+        if spread is not None:
+            of_map = replace(provenance, output_series_uid=uncertainty_series_uid(series_uid))
+            datasets = build_series(
+                spread, sources, card, of_map, marking, now, uncertainty_map=True
+            )
+            outputs.append(self._write(datasets, of_map))
+        return outputs
 
-    def _complete(self, job: ClaimedJob, output: Output) -> None:
+    def _complete(self, job: ClaimedJob, outputs: list[Output]) -> None:
+        """Commits every output series of the job (the synthetic image first, then its
+        uncertainty map), their deliveries and the job's end in one transaction."""
         now = self.clock()
         with self.db.session() as session:
-            row = session.scalar(
-                select(OutputSeries).where(OutputSeries.series_uid == output.series_uid)
-            )
-            if row is None:
-                row = OutputSeries(series_uid=output.series_uid, created_at=now)
-                session.add(row)
-            row.job_id = job.id
-            row.study_uid = job.study_uid
-            row.sop_class_uid = output.sop_class_uid
-            row.spool_key = output.spool_key
-            row.instance_count = output.instances
-            row.model_key = f"{job.model_id}@{job.model_version}"
-            row.provenance = output.provenance.to_dict()
-            session.flush()
-            _queue_deliveries(session, row.id, job.send_to, now)
-            _index_output(session, job, output, self.config.node.ae_title, now)
+            for output in outputs:
+                _record_output(session, job, output, self.config.node.ae_title, now)
             db_job = session.get_one(Job, job.id)
             db_job.state = JobState.DONE
             db_job.error = None
-            db_job.output_series_uid = output.series_uid
+            db_job.output_series_uid = outputs[0].series_uid
             db_job.lease_until = None
             db_job.updated_at = now
-            session.add(
-                AuditEvent(
-                    at=now,
-                    kind="series.synthesized",
-                    study_uid=job.study_uid,
-                    series_uid=output.series_uid,
-                    job_id=job.id,
-                    detail=output.provenance.to_dict(),
-                )
-            )
         emit(
             log,
             "job.done",
             job_id=job.id,
             study_uid=job.study_uid,
-            series_uid=output.series_uid,
-            instances=output.instances,
-            providers=list(output.provenance.providers),
+            series_uid=outputs[0].series_uid,
+            instances=outputs[0].instances,
+            uncertainty_map=outputs[1].series_uid if len(outputs) > 1 else None,
+            providers=list(outputs[0].provenance.providers),
             send_to=list(job.send_to),
         )
 
@@ -297,6 +351,36 @@ class Synthesizer:
             model=job.model_id,
             reason=reason[:500],
         )
+
+
+def _record_output(
+    session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
+) -> None:
+    """One output series' row, its outbox rows, its index entries and its audit event."""
+    row = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == output.series_uid))
+    if row is None:
+        row = OutputSeries(series_uid=output.series_uid, created_at=now)
+        session.add(row)
+    row.job_id = job.id
+    row.study_uid = job.study_uid
+    row.sop_class_uid = output.sop_class_uid
+    row.spool_key = output.spool_key
+    row.instance_count = output.instances
+    row.model_key = f"{job.model_id}@{job.model_version}"
+    row.provenance = output.provenance.to_dict()
+    session.flush()
+    _queue_deliveries(session, row.id, job.send_to, now)
+    _index_output(session, job, output, ae_title, now)
+    session.add(
+        AuditEvent(
+            at=now,
+            kind="series.synthesized",
+            study_uid=job.study_uid,
+            series_uid=output.series_uid,
+            job_id=job.id,
+            detail=output.provenance.to_dict(),
+        )
+    )
 
 
 def _instance_keys(session: Session, series_uid: str) -> list[str]:

@@ -172,6 +172,38 @@ class Spatial3D(_Strict):
 Spatial = Annotated[Spatial2D | Spatial25D | Spatial3D, Field(discriminator="mode")]
 
 
+class RoleGuard(_Strict):
+    """The input guard's reference for one input role (see ``inference.guard``).
+
+    A series' signature features are standardised, ``z = (value - centre) / scale``,
+    and scored by their Mahalanobis distance to the reference, ``sqrt(d' P d)`` with
+    ``d = z - location`` and ``P`` the precision matrix of a shrunk (Ledoit-Wolf)
+    covariance of the reference's ``z``. The series is accepted when the score is at
+    most ``threshold``.
+    """
+
+    method: Literal["shrunk-mahalanobis"] = "shrunk-mahalanobis"
+    features: tuple[str, ...] = Field(min_length=1)
+    centre: tuple[float, ...]
+    scale: tuple[float, ...]
+    location: tuple[float, ...]
+    precision: tuple[tuple[float, ...], ...]
+    threshold: float = Field(gt=0)
+    reference_cases: int = Field(ge=2, description="volumes the reference was fitted on")
+    fitted_on: str = Field("", description="what the reference volumes were")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoleGuard:
+        n = len(self.features)
+        if not n == len(self.centre) == len(self.scale) == len(self.location):
+            raise ValueError("features, centre, scale and location must have the same length")
+        if len(self.precision) != n or any(len(row) != n for row in self.precision):
+            raise ValueError(f"precision must be {n} x {n}, one row and column per feature")
+        if min(self.scale) <= 0:
+            raise ValueError("scale must be positive")
+        return self
+
+
 class ModelCard(_Strict):
     """Everything the node and its users need to know about one model."""
 
@@ -199,6 +231,9 @@ class ModelCard(_Strict):
             "largest tilt of the slice normal from the plane's normal in the training data; "
             "a more oblique input is resampled onto a grid in the plane. null: never resample"
         ),
+    )
+    guard: dict[str, RoleGuard] | None = Field(
+        None, description="input guard reference per input role; null: the model has none"
     )
 
     @field_validator("id")
@@ -228,6 +263,13 @@ class ModelCard(_Strict):
     def _obliquity(self) -> ModelCard:
         if self.max_obliquity_degrees is not None and self.plane == "any":
             raise ValueError("max_obliquity_degrees needs a plane to measure the tilt from")
+        return self
+
+    @model_validator(mode="after")
+    def _guarded_roles(self) -> ModelCard:
+        unknown = sorted(set(self.guard or {}) - set(self.input_roles))
+        if unknown:
+            raise ValueError(f"guard: roles {unknown} are not inputs of the model")
         return self
 
     @property

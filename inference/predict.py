@@ -3,11 +3,17 @@
 Inputs are normalised per the card on their own grids, resampled onto that grid, cut
 into what the network takes (batched 2D slices, 2.5D slice stacks, or overlapping 3D patches
 blended back together), and the output is denormalised into its physical units.
+
+:func:`translate_with_spread` runs the network more than once (test-time augmentation:
+the input as is, mirrored left-right, optionally with a mild intensity gain) and returns
+the mean output with the per-voxel spread across the passes: where a model is sure,
+mirroring a head does not change what it says; where it guesses, it does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -130,6 +136,18 @@ def _predict_patches(
     return (acc / norm)[: shape[0], : shape[1], : shape[2]]
 
 
+def _forward(model: LoadedModel, x: FloatArray, batch_size: int) -> FloatArray:
+    spatial = model.card.spatial
+    if isinstance(spatial, Spatial3D):
+        return _predict_patches(model, x, spatial, batch_size)
+    return _predict_slices(model, x, batch_size)
+
+
+def _in_output_units(model: LoadedModel, y: FloatArray, native: tuple[int, int]) -> FloatArray:
+    out = model.card.output
+    return denormalize(zoom_in_plane(y, native), out.denormalization, out.value_range)
+
+
 def translate(
     model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8, grid: Geometry | None = None
 ) -> Volume:
@@ -137,12 +155,62 @@ def translate(
     the output on that grid (default: the first input's)."""
     reference = grid or inputs[0].geometry
     x, native = prepare_inputs(model.card, inputs, reference)
-    spatial = model.card.spatial
-    if isinstance(spatial, Spatial3D):
-        y = _predict_patches(model, x, spatial, batch_size)
-    else:
-        y = _predict_slices(model, x, batch_size)
-    y = zoom_in_plane(y, native)
-    out = model.card.output
-    values = denormalize(y, out.denormalization, out.value_range)
+    values = _in_output_units(model, _forward(model, x, batch_size), native)
     return Volume(values, reference, {"model": model.card.key})
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The test-time augmentation passes run beside the input as it is."""
+
+    mirror: bool = True
+    """Mirror the input left-right in plane (along columns), mirror the output back."""
+    intensity_gain: float | None = None
+    """Multiply the normalised inputs by this (e.g. 1.05): a mild monotone change of
+    contrast scale the model should shrug off."""
+
+    @property
+    def passes(self) -> tuple[str, ...]:
+        names = ["identity"]
+        if self.mirror:
+            names.append("mirror-columns")
+        if self.intensity_gain is not None:
+            names.append(f"intensity-gain-{self.intensity_gain:g}")
+        return tuple(names)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The mean output over the passes, and the per-voxel standard deviation across them
+    (population, in the output's units) on the same grid."""
+
+    output: Volume
+    spread: FloatArray
+    passes: tuple[str, ...]
+
+
+def translate_with_spread(
+    model: LoadedModel,
+    inputs: Sequence[Volume],
+    batch_size: int = 8,
+    augmentation: Augmentation | None = None,
+    grid: Geometry | None = None,
+) -> Prediction:
+    """Runs ``model`` once per augmentation pass on ``inputs`` resampled onto ``grid``
+    (default: the first input's); the mean and spread of the outputs on that grid."""
+    augmentation = augmentation or Augmentation()
+    reference = grid or inputs[0].geometry
+    x, native = prepare_inputs(model.card, inputs, reference)
+    outputs = [_in_output_units(model, _forward(model, x, batch_size), native)]
+    if augmentation.mirror:
+        mirrored = _forward(model, np.ascontiguousarray(x[..., ::-1]), batch_size)
+        outputs.append(_in_output_units(model, np.ascontiguousarray(mirrored[..., ::-1]), native))
+    if augmentation.intensity_gain is not None:
+        gained = x * np.float32(augmentation.intensity_gain)
+        outputs.append(_in_output_units(model, _forward(model, gained, batch_size), native))
+    stack = np.stack(outputs)
+    mean = stack.mean(axis=0, dtype=np.float64).astype(np.float32)
+    spread = stack.std(axis=0, dtype=np.float64).astype(np.float32)
+    return Prediction(
+        Volume(mean, reference, {"model": model.card.key}), spread, augmentation.passes
+    )

@@ -26,7 +26,7 @@ import numpy as np
 
 from inference.geometry import PLANE_AXES, Geometry, Volume
 from inference.oblique import obliquity_degrees, plane_grid
-from inference.predict import translate
+from inference.predict import Augmentation, Prediction, translate_with_spread
 from inference.registry import LoadedModel
 from inference.resample import onto_grid
 
@@ -99,23 +99,38 @@ def _vec(v: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
     return (float(v[0]), float(v[1]), float(v[2]))
 
 
-def translate_in_plane(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8) -> Volume:
-    """:func:`inference.predict.translate` with the first input in the model card's plane;
-    the output on the first input's own grid.
+def predict_in_plane(
+    model: LoadedModel,
+    inputs: Sequence[Volume],
+    batch_size: int = 8,
+    augmentation: Augmentation | None = None,
+) -> Prediction:
+    """:func:`inference.predict.translate_with_spread` with the first input in the model
+    card's plane; the output and its spread on the first input's own grid.
 
     The first input is permuted into the plane; if its slices are then still tilted
     beyond the card's ``max_obliquity_degrees``, every input is resampled onto a grid in
     the plane (:func:`inference.oblique.plane_grid`) and the output resampled back.
+    ``augmentation`` defaults to none: one pass, no spread.
     """
     card = model.card
+    passes = augmentation or Augmentation(mirror=False)
     source = inputs[0].geometry
     turn = Reorientation.into(source, card.plane)
     turned = turn.geometry()
     limit = card.max_obliquity_degrees
     if limit is not None and obliquity_degrees(turned, card.plane) > limit:
         grid = plane_grid(turned, card.plane, card.pixel_spacing_mm)
-        return onto_grid(translate(model, inputs, batch_size, grid), source)
+        done = translate_with_spread(model, inputs, batch_size, passes, grid)
+        spread = onto_grid(Volume(done.spread, grid), source).array
+        return Prediction(onto_grid(done.output, source), spread, done.passes)
     if turn.identity:
-        return translate(model, inputs, batch_size)
-    output = translate(model, [turn.apply(inputs[0]), *inputs[1:]], batch_size)
-    return turn.undo(output)
+        return translate_with_spread(model, inputs, batch_size, passes)
+    done = translate_with_spread(model, [turn.apply(inputs[0]), *inputs[1:]], batch_size, passes)
+    spread = turn.undo(Volume(done.spread, done.output.geometry)).array
+    return Prediction(turn.undo(done.output), spread, done.passes)
+
+
+def translate_in_plane(model: LoadedModel, inputs: Sequence[Volume], batch_size: int = 8) -> Volume:
+    """:func:`predict_in_plane` without augmentation: the output alone."""
+    return predict_in_plane(model, inputs, batch_size).output

@@ -17,6 +17,9 @@ import yaml
 from dicom_node.config import Config, load_config
 from dicom_node.keys import create_self_signed
 from dicom_node.node import Node
+from inference.card import RoleGuard
+from inference.training.guard_cases import labelled_cases
+from inference.training.guard_fit import fit_role_guard
 from onnx_models import conv1x1_model, linear_card
 from peers import Orthanc, PostgresServer, free_port
 
@@ -42,6 +45,17 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     key, cert = folder / "signing.key", folder / "signing.crt"
     create_self_signed(key, cert, common_name="dicom-node tests")
     return key, cert
+
+
+@pytest.fixture(scope="session")
+def t1_guard() -> RoleGuard:
+    """A T1 input guard fitted on six small simulated heads, each at its own acquisition
+    and in every variant the guard must accept (36 volumes, about half a minute)."""
+    seeds = list(range(300, 306))
+    return fit_role_guard(
+        (case.volume for case in labelled_cases(seeds, fast=True) if case.in_distribution),
+        fitted_on="tests: simulated T1w, seeds 300-305, fast acquisitions",
+    )
 
 
 @pytest.fixture

@@ -85,3 +85,22 @@ def conv1x1_model(
     helper.set_model_props(model, {CARD_KEY: card.to_json()})
     onnx.save(model, path)
     return path
+
+
+def neighbour_model(path: Path, card: ModelCard, a: float, b: float) -> Path:
+    """y[i] = a·x[i] + b·x[i+1] along columns (0 beyond the last column): a single-input
+    2D model that does not commute with a left-right mirror, so test-time augmentation
+    sees a spread of exactly |b|·|x[i+1] − x[i−1]| / 2 (before denormalisation)."""
+    kernel = np.asarray([a, b], dtype=np.float32).reshape(1, 1, 1, 2)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 0, 0, 1])],
+        "neighbour",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        initializer=[numpy_helper.from_array(kernel, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, path)
+    return path

@@ -242,6 +242,28 @@ def test_route_to_the_sender_needs_no_destination(tmp_path: Path) -> None:
     assert config.routes[0].send_to == ["sender"]
 
 
+def test_route_guard_and_uncertainty_default_to_refuse_and_figures_without_a_map(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        _write(tmp_path, {"destinations": [PACS], "routes": [{"model": "m", "send_to": ["pacs"]}]})
+    )
+    route = config.routes[0]
+    assert (route.input_guard, route.uncertainty, route.uncertainty_map) == ("refuse", True, False)
+
+
+def test_uncertainty_map_without_uncertainty_is_refused(tmp_path: Path) -> None:
+    route = {"model": "m", "send_to": ["pacs"], "uncertainty": False, "uncertainty_map": True}
+    _, message = _error(tmp_path, {"destinations": [PACS], "routes": [route]})
+    assert "uncertainty_map: true needs uncertainty: true" in message
+
+
+def test_unknown_input_guard_mode_is_refused(tmp_path: Path) -> None:
+    route = {"model": "m", "send_to": ["pacs"], "input_guard": "maybe"}
+    _, message = _error(tmp_path, {"destinations": [PACS], "routes": [route]})
+    assert "input_guard" in message and "'refuse', 'warn' or 'off'" in message
+
+
 def test_duplicate_destination_names_are_refused(tmp_path: Path) -> None:
     other = {**PACS, "ae_title": "OTHER", "port": 104}
     path, message = _error(tmp_path, {"destinations": [PACS, other]})
