@@ -3,6 +3,7 @@
 train RECIPE --out models/       simulate, train, export, evaluate, write the card
 evaluate MODEL.onnx              figures on held-out simulated subjects + baseline
 validate MODEL.onnx              both simulators, baseline, previous model, robustness
+guard MODEL.onnx ...             fit, judge and write the input guards into the cards
 export --factory M:F ...         any torch generator → the node's model contract
 """
 
@@ -103,6 +104,45 @@ def _validate(args: argparse.Namespace) -> int:
             figures = card_figures(report["sets"][model.card.id])  # type: ignore[index]
             set_card(path, model.card.model_copy(update={"validation": figures}))
             print(f"validation figures written into the card of {path}")
+    return 0
+
+
+def _guard(args: argparse.Namespace) -> int:
+    """Fits the input guards of the models' roles, judges them, writes them into the cards."""
+    from dataclasses import asdict
+
+    from inference.training import guard_calibration as calibration
+    from inference.training.guard_fit import write_guards
+
+    progress = functools.partial(print, flush=True)
+    started = time.monotonic()
+    reference = calibration.randomized_series(args.reference_seeds, args.workers)
+    guards = calibration.fit_guards(reference, ("T1", "T2"))
+    progress(f"fitted on {len(reference)} heads in {time.monotonic() - started:.0f} s")
+    held_out = calibration.randomized_series(args.held_out_seeds, args.workers)
+    t1 = calibration.judge(
+        guards["T1"],
+        calibration.t1_guard_cases(held_out, args.canonical_seeds, args.test_seeds, args.workers),
+        progress,
+    )
+    t2 = calibration.judge(
+        guards["T2"], calibration.t2_guard_cases(held_out, args.test_seeds[:4]), progress
+    )
+    for path in args.models:
+        card = load_model(path, ["CPUExecutionProvider"], 1).card
+        write_guards(path, {role: guards[role] for role in card.input_roles})
+        progress(f"guards for {', '.join(card.input_roles)} written into {path}")
+    if args.report:
+        report = {
+            role: {
+                "threshold": guards[role].threshold,
+                "reference_cases": guards[role].reference_cases,
+                "table": asdict(result),
+            }
+            for role, result in (("T1", t1), ("T2", t2))
+        }
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
+    progress(f"{time.monotonic() - started:.0f} s in all")
     return 0
 
 
@@ -218,6 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     validation.add_argument("--threads", type=int, default=1)
     validation.add_argument("--write-card", action="store_true", help="figures into the cards")
     validation.set_defaults(func=_validate)
+
+    guarding = sub.add_parser("guard", help="fit, judge and write the models' input guards")
+    guarding.add_argument("models", type=Path, nargs="+")
+    guarding.add_argument("--reference-seeds", type=_seeds, default=_seeds("5000-5029"))
+    guarding.add_argument("--held-out-seeds", type=_seeds, default=_seeds("5500-5519"))
+    guarding.add_argument("--canonical-seeds", type=_seeds, default=_seeds("6000-6014"))
+    guarding.add_argument("--test-seeds", type=_seeds, default=_seeds("1-10"))
+    guarding.add_argument("--workers", type=int, default=2)
+    guarding.add_argument("--report", type=Path, help="JSON file for the tables")
+    guarding.set_defaults(func=_guard)
 
     export = sub.add_parser("export", help="export your own torch generator with a card")
     export.add_argument("--factory", required=True, help="module:function returning the module")

@@ -108,6 +108,9 @@ def reference_units(subject: Truth, role: str) -> FloatArray:
 
 _MR_INPUT = ForegroundNorm(high=99.0, clip=(0.0, 2.0))
 _SPACING = (1.0, 1.0)
+MAX_OBLIQUITY_DEGREES = 20.0
+"""Training grids tilt up to 20° about each axis (``randomized.random_geometry``): a
+series tilted further is resampled into the axial plane before the model sees it."""
 _SIMULATED = (
     "domain-randomised simulated subjects only: the MNI152 2009c template (nilearn) with "
     "skull (3-10 mm, bright or dark marrow), scalp, CSF, frontal sinus, mastoid air and "
@@ -141,6 +144,7 @@ SCT = Recipe(
         ),
         spatial=Spatial25D(slices=3),
         pixel_spacing_mm=_SPACING,
+        max_obliquity_degrees=MAX_OBLIQUITY_DEGREES,
         tile_multiple=UNetConfig(3).tile_multiple,
         intended_use="Synthetic head CT from a T1w MR series. " + _USE,
         training_data=_SIMULATED,
@@ -166,6 +170,7 @@ FLAIR = Recipe(
         ),
         spatial=Spatial25D(slices=3),
         pixel_spacing_mm=_SPACING,
+        max_obliquity_degrees=MAX_OBLIQUITY_DEGREES,
         tile_multiple=UNetConfig(6).tile_multiple,
         intended_use="The missing FLAIR of a brain MR study from its T1w and T2w series. " + _USE,
         training_data=_SIMULATED,
