@@ -4,7 +4,8 @@ The C-STORE handler does three things and nothing slow: it writes the bytes exac
 received to the spool (fsync, rename), indexes the instance, and answers. Pixels are
 never decoded here; everything else happens in later stages that read the database.
 A handler failure is answered with a named failure status (PS3.4 B.2.3), never a
-silent success.
+silent success: Cannot Understand only for a data set that can never be indexed,
+Out of Resources for every fault that may pass, so the sender keeps the instance.
 """
 
 from __future__ import annotations
@@ -171,8 +172,11 @@ class StoreHandler:
         try:
             return self._store(event)
         except Exception as exc:  # the stage's outer boundary: answer a named failure
+            # A fault nobody foresaw may well pass (a resource, a lock, a bug that one
+            # input state triggers): Refused, Out of Resources is the class a sender may
+            # retry (PS3.4 B.2.3); Cannot Understand would have it drop the instance.
             emit(log, "store.failed", 40, reason=f"unexpected {type(exc).__name__}: {exc}")
-            return StoreStatus.CANNOT_UNDERSTAND
+            return StoreStatus.OUT_OF_RESOURCES
         finally:
             with self._idle:
                 self._in_flight -= 1
