@@ -6,6 +6,12 @@ PATIENT, STUDY, SERIES and IMAGE levels. Matching follows PS3.4 C.2.2.2: univers
 (empty value: return the attribute), single value (person names case-insensitively),
 wildcards ``*`` and ``?``, date and time ranges, and lists of UIDs. Retrieval reads the
 spool files and sends them as stored.
+
+Nobody may query or retrieve unless listed in ``query_retrieve.allowed_calling_aets``
+(and, where bound, calling from one of its ``calling_ae_hosts``): the answers carry
+patient data. Others are answered Refused: Not Authorized (0124, PS3.7 C.5) for C-FIND
+and C-GET; for C-MOVE pynetdicom lets a handler refuse only as Move Destination Unknown
+(A801), which it then is for that caller.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from dicom_node.access import AccessPolicy
 from dicom_node.attributes import BY_KEYWORD, Key, Level
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
+from dicom_node.status import QueryRetrieveStatus
 from dicom_node.tls import tls_args
 from storage.database import Database
 from storage.models import Instance, Series, Study
@@ -267,8 +275,36 @@ class QueryRetrieveSCP:
         self.config = config
         self.db = db
         self.spool = spool
+        settings = config.query_retrieve
+        self.policy = AccessPolicy.from_config(
+            settings.allowed_calling_aets,
+            settings.calling_ae_hosts,
+            open_when_empty=False,
+            key="query_retrieve.allowed_calling_aets",
+        )
+
+    def _refused(self, event: Event, service: str) -> bool:
+        """True (and logged) when the calling AE may not use Query/Retrieve."""
+        requestor = event.assoc.requestor
+        calling_ae = str(requestor.ae_title).strip()
+        reason = self.policy.refusal(calling_ae, str(requestor.address))
+        if reason is None:
+            return False
+        emit(
+            log,
+            "query.refused",
+            30,
+            service=service,
+            calling_ae=calling_ae,
+            address=str(requestor.address),
+            reason=reason,
+        )
+        return True
 
     def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        if self._refused(event, "C-FIND"):
+            yield QueryRetrieveStatus.NOT_AUTHORIZED, None
+            return
         identifier = event.identifier
         try:
             with self.db.session() as session:
@@ -312,6 +348,12 @@ class QueryRetrieveSCP:
                 yield 0xA702, None
 
     def on_get(self, event: Event) -> Iterator[Any]:
+        if self._refused(event, "C-GET"):
+            # pynetdicom answers a count of 0 with Success: one (never started)
+            # sub-operation lets the refusal be the final status
+            yield 1
+            yield QueryRetrieveStatus.NOT_AUTHORIZED, None
+            return
         keys = self._instances(event)
         if keys is None:
             yield 0
@@ -324,6 +366,9 @@ class QueryRetrieveSCP:
         yield from self._datasets(event, keys)
 
     def on_move(self, event: Event) -> Iterator[Any]:
+        if self._refused(event, "C-MOVE"):
+            yield None, None  # answered A801: pynetdicom's only refusal before sub-operations
+            return
         target = str(event.move_destination or "").strip()
         destination = self.config.destination_for_ae(target)
         if destination is None:

@@ -11,6 +11,7 @@ Out of Resources for every fault that may pass, so the sender keeps the instance
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import threading
 from collections.abc import Callable
@@ -323,6 +324,14 @@ def _on_established(event: Event) -> None:
     emit(log, "association.accepted", 10, calling_ae=str(rq.ae_title).strip(), address=rq.address)
 
 
+def _is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``0.0.0.0`` is every address)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _register_vendor_storage() -> None:
     """Teaches pynetdicom the vendors' private storage SOP classes, so that their C-STOREs
     reach the store handler (pynetdicom answers unknown classes itself, with a failure)."""
@@ -403,6 +412,16 @@ class StorageSCP:
         emit(
             log, "scp.listening", ae_title=node.ae_title, host=host, port=port, tls=tls is not None
         )
+        if self.policy.admits_any_ae and not _is_loopback(str(host)):
+            emit(
+                log,
+                "access.open",
+                30,
+                host=host,
+                port=port,
+                note="C-STORE is accepted from any calling AE title on a non-loopback address: "
+                "list the senders in node.allowed_calling_aets (and node.calling_ae_hosts)",
+            )
         return str(host), int(port)
 
     def active_associations(self) -> int:
