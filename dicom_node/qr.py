@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pynetdicom import build_context
 from pynetdicom.events import Event
@@ -243,12 +244,18 @@ def _response(session: Session, identifier: Dataset, level: Level, match: Match)
     return out
 
 
-def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str, str]]:
-    """(spool key, SOP Class UID, transfer syntax) of every instance a C-GET or C-MOVE
-    identifier names, by the unique keys of its level and the levels above."""
+def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str, str, str]]:
+    """(spool key, SOP Class UID, transfer syntax, SOP Instance UID) of every instance a
+    C-GET or C-MOVE identifier names, by the unique keys of its level and the levels
+    above."""
     level = _level(identifier)
     query = (
-        select(Instance.spool_key, Instance.sop_class_uid, Instance.transfer_syntax_uid)
+        select(
+            Instance.spool_key,
+            Instance.sop_class_uid,
+            Instance.transfer_syntax_uid,
+            Instance.sop_instance_uid,
+        )
         .join(Series, Series.id == Instance.series_id)
         .join(Study, Study.id == Series.study_id)
     )
@@ -265,7 +272,7 @@ def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str,
             named = True
     if not named:
         raise QueryError(f"a {level} retrieve needs the unique key of its level")
-    return [(r[0], r[1], r[2]) for r in session.execute(query.order_by(Instance.id))]
+    return [(r[0], r[1], r[2], r[3]) for r in session.execute(query.order_by(Instance.id))]
 
 
 class QueryRetrieveSCP:
@@ -326,7 +333,7 @@ class QueryRetrieveSCP:
                 return
             yield 0xFF00, answer
 
-    def _instances(self, event: Event) -> list[tuple[str, str, str]] | None:
+    def _instances(self, event: Event) -> list[tuple[str, str, str, str]] | None:
         try:
             with self.db.session() as session:
                 return retrieve_keys(session, event.identifier)
@@ -335,17 +342,35 @@ class QueryRetrieveSCP:
             return None
 
     def _datasets(
-        self, event: Event, keys: Sequence[tuple[str, str, str]]
+        self, event: Event, keys: Sequence[tuple[str, str, str, str]]
     ) -> Iterator[tuple[int, Dataset | None]]:
-        for key, _, _ in keys:
+        """The C-STORE sub-operations' data sets. A spool file that cannot be read costs
+        its own instance only: the rest are sent, and the final response is a Warning
+        whose Failed SOP Instance UID List names the unread ones (PS3.4 C.4.2.1.5,
+        C.4.3.1.4); pynetdicom counts them as failed sub-operations."""
+        unread: list[str] = []
+        for key, _, _, sop_instance_uid in keys:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield QueryRetrieveStatus.CANCEL, None
                 return
             try:
-                yield 0xFF00, pydicom.dcmread(self.spool.path(key))
-            except (OSError, ValueError) as exc:
-                emit(log, "retrieve.unreadable", 40, spool_key=key, reason=str(exc))
-                yield 0xA702, None
+                dataset = pydicom.dcmread(self.spool.path(key))
+            except (OSError, ValueError, InvalidDicomError) as exc:
+                emit(
+                    log,
+                    "retrieve.unreadable",
+                    40,
+                    spool_key=key,
+                    sop_instance_uid=sop_instance_uid,
+                    reason=str(exc),
+                )
+                unread.append(sop_instance_uid)
+                continue
+            yield QueryRetrieveStatus.PENDING, dataset
+        if unread:
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = unread
+            yield QueryRetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES, failed
 
     def on_get(self, event: Event) -> Iterator[Any]:
         if self._refused(event, "C-GET"):
@@ -402,10 +427,10 @@ class QueryRetrieveSCP:
         yield from self._datasets(event, keys)
 
 
-def _contexts(keys: Sequence[tuple[str, str, str]]) -> list[Any]:
+def _contexts(keys: Sequence[tuple[str, str, str, str]]) -> list[Any]:
     """One presentation context per SOP class: its stored syntaxes, then uncompressed."""
     by_class: dict[str, list[str]] = {}
-    for _, sop_class, syntax in keys:
+    for _, sop_class, syntax, _ in keys:
         syntaxes = by_class.setdefault(sop_class, [])
         for ts in (syntax, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
             if ts not in syntaxes:

@@ -23,6 +23,8 @@ class QueryRetrieveStatus(IntEnum):
     """Refused: Not Authorized (PS3.7 C.5.x): the calling AE may not query or retrieve."""
     MOVE_DESTINATION_UNKNOWN = 0xA801
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+    """Warning: some sub-operations failed; the Failed SOP Instance UID List names them."""
     CANCEL = 0xFE00
     PENDING = 0xFF00
 

@@ -26,7 +26,7 @@ from dicom_node.node import Node
 from dicom_node.status import QueryRetrieveStatus
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, Orthanc, stored_ok, storescu, wait_until
-from storage.models import Job, JobState
+from storage.models import Instance, Job, JobState
 
 pytestmark = pytest.mark.integration
 
@@ -317,3 +317,53 @@ def test_query_retrieve_is_closed_unless_the_calling_ae_is_listed(
         capture_output=True, text=True, env=DCMTK_ENV, timeout=120,
     )  # fmt: skip
     assert "Refused: MoveDestinationUnknown" in move.stdout + move.stderr
+
+
+def test_an_unreadable_spool_file_fails_one_sub_operation_not_the_retrieve(
+    tmp_path: Path, node_factory: Callable[..., Node]
+) -> None:
+    """A spool file gone (a disk fault, an operator's mistake) costs its own instance:
+    the rest are sent, and the final Warning names it (PS3.4 C.4.3.1.3.2)."""
+    node = node_factory({"query_retrieve": {"allowed_calling_aets": ["VIEWER"]}})
+    assert node.address is not None
+    port = node.address[1]
+    study = StudySpec()
+    series = axial_series(study, ramp_pixels(slices=3))
+    paths = write_series(series, tmp_path / "in")
+    assert stored_ok(storescu("127.0.0.1", port, "DICOMNODE", paths)) == 3
+    broken = str(series[1].SOPInstanceUID)
+    with node.db.session() as session:
+        key = session.scalar(select(Instance.spool_key).where(Instance.sop_instance_uid == broken))
+    assert key is not None
+    node.spool.path(key).unlink()
+
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DICOMNODE",
+        ext_neg=[build_role(MRImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study.study_uid
+    *_, (final, identifier) = assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+    assoc.release()
+
+    assert sorted(received) == sorted(
+        str(ds.SOPInstanceUID) for ds in series if ds.SOPInstanceUID != broken
+    )
+    assert final.Status == QueryRetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier is not None
+    assert identifier.FailedSOPInstanceUIDList == broken
