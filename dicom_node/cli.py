@@ -8,9 +8,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+
+if TYPE_CHECKING:
+    from storage.database import Database
 
 from dicom_node import __version__
 from dicom_node.config import Config, ConfigError, Destination, load_config
@@ -166,12 +169,22 @@ def _models_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _read_only_database(config: Config) -> Database:
+    """The database as it is, for commands that only look: never created or migrated."""
+    from storage.database import Database, DatabaseUnavailable
+
+    try:
+        return Database(config.database_url, read_only=True)
+    except DatabaseUnavailable as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
 def _outbox_list(args: argparse.Namespace) -> int:
-    from storage.database import Database
     from storage.models import Delivery, OutputSeries
 
     config = _config(args)
-    db = Database(config.database_url)
+    db = _read_only_database(config)
     with db.session() as session:
         rows = session.execute(
             select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
@@ -210,11 +223,10 @@ def _outbox_retry(args: argparse.Namespace) -> int:
 
 
 def _jobs_list(args: argparse.Namespace) -> int:
-    from storage.database import Database
     from storage.models import Job
 
     config = _config(args)
-    db = Database(config.database_url)
+    db = _read_only_database(config)
     with db.session() as session:
         for job in session.scalars(select(Job).order_by(Job.id)):
             print(

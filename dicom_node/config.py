@@ -97,13 +97,34 @@ class NodeSettings(_Section):
     @field_validator("calling_ae_hosts")
     @classmethod
     def _networks(cls, hosts: dict[str, list[str]]) -> dict[str, list[str]]:
-        for ae, entries in hosts.items():
-            for entry in entries:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(f"{ae}: {entry!r} is not an address or network") from exc
-        return hosts
+        return _checked_networks(hosts)
+
+
+def _checked_networks(hosts: dict[str, list[str]]) -> dict[str, list[str]]:
+    for ae, entries in hosts.items():
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{ae}: {entry!r} is not an address or network") from exc
+    return hosts
+
+
+class QueryRetrieveSettings(_Section):
+    """Who may query and retrieve (C-FIND, C-GET, C-MOVE): nobody unless listed, since
+    the answers carry patient data."""
+
+    allowed_calling_aets: list[AETitle] = Field(
+        default_factory=list, description="calling AE titles allowed to query and retrieve"
+    )
+    calling_ae_hosts: dict[str, list[str]] = Field(
+        default_factory=dict, description="AE title → addresses or networks it may query from"
+    )
+
+    @field_validator("calling_ae_hosts")
+    @classmethod
+    def _networks(cls, hosts: dict[str, list[str]]) -> dict[str, list[str]]:
+        return _checked_networks(hosts)
 
 
 class StorageSettings(_Section):
@@ -239,6 +260,7 @@ class LoggingSettings(_Section):
 class Config(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    query_retrieve: QueryRetrieveSettings = Field(default_factory=QueryRetrieveSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     series_roles: dict[str, RoleRules] = Field(default_factory=lambda: copy.deepcopy(DEFAULT_ROLES))
     series_exclusions: dict[str, RoleRules] = Field(

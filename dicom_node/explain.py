@@ -24,7 +24,7 @@ from dicom_node.roles import recognise
 from dicom_node.routing import SeriesInfo, decide, study_roles, why_not_image
 from dicom_node.sop_classes import is_volume_image
 from inference.card import ModelCard
-from storage.database import Database
+from storage.database import Database, DatabaseUnavailable
 from storage.models import Study
 from storage.spool import Spool
 
@@ -65,7 +65,10 @@ def series_from_files(paths: Iterable[Path]) -> list[SeriesInfo]:
 
 def series_from_database(config: Config, study_uid: str) -> tuple[list[SeriesInfo], str | None]:
     """A received study's series, and the destination its sender stands for (if any)."""
-    db = Database(config.database_url)
+    try:
+        db = Database(config.database_url, read_only=True)
+    except DatabaseUnavailable as exc:
+        raise ExplainError(str(exc)) from exc
     try:
         with db.session() as session:
             study = session.scalar(select(Study).where(Study.study_uid == study_uid))

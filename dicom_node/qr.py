@@ -6,6 +6,12 @@ PATIENT, STUDY, SERIES and IMAGE levels. Matching follows PS3.4 C.2.2.2: univers
 (empty value: return the attribute), single value (person names case-insensitively),
 wildcards ``*`` and ``?``, date and time ranges, and lists of UIDs. Retrieval reads the
 spool files and sends them as stored.
+
+Nobody may query or retrieve unless listed in ``query_retrieve.allowed_calling_aets``
+(and, where bound, calling from one of its ``calling_ae_hosts``): the answers carry
+patient data. Others are answered Refused: Not Authorized (0124, PS3.7 C.5) for C-FIND
+and C-GET; for C-MOVE pynetdicom lets a handler refuse only as Move Destination Unknown
+(A801), which it then is for that caller.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, cast
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pynetdicom import build_context
 from pynetdicom.events import Event
@@ -23,9 +30,11 @@ from sqlalchemy import Select, false, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from dicom_node.access import AccessPolicy
 from dicom_node.attributes import BY_KEYWORD, Key, Level
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
+from dicom_node.status import QueryRetrieveStatus
 from dicom_node.tls import tls_args
 from storage.database import Database
 from storage.models import Instance, Series, Study
@@ -235,12 +244,18 @@ def _response(session: Session, identifier: Dataset, level: Level, match: Match)
     return out
 
 
-def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str, str]]:
-    """(spool key, SOP Class UID, transfer syntax) of every instance a C-GET or C-MOVE
-    identifier names, by the unique keys of its level and the levels above."""
+def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str, str, str]]:
+    """(spool key, SOP Class UID, transfer syntax, SOP Instance UID) of every instance a
+    C-GET or C-MOVE identifier names, by the unique keys of its level and the levels
+    above."""
     level = _level(identifier)
     query = (
-        select(Instance.spool_key, Instance.sop_class_uid, Instance.transfer_syntax_uid)
+        select(
+            Instance.spool_key,
+            Instance.sop_class_uid,
+            Instance.transfer_syntax_uid,
+            Instance.sop_instance_uid,
+        )
         .join(Series, Series.id == Instance.series_id)
         .join(Study, Study.id == Series.study_id)
     )
@@ -257,7 +272,7 @@ def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str,
             named = True
     if not named:
         raise QueryError(f"a {level} retrieve needs the unique key of its level")
-    return [(r[0], r[1], r[2]) for r in session.execute(query.order_by(Instance.id))]
+    return [(r[0], r[1], r[2], r[3]) for r in session.execute(query.order_by(Instance.id))]
 
 
 class QueryRetrieveSCP:
@@ -267,8 +282,36 @@ class QueryRetrieveSCP:
         self.config = config
         self.db = db
         self.spool = spool
+        settings = config.query_retrieve
+        self.policy = AccessPolicy.from_config(
+            settings.allowed_calling_aets,
+            settings.calling_ae_hosts,
+            open_when_empty=False,
+            key="query_retrieve.allowed_calling_aets",
+        )
+
+    def _refused(self, event: Event, service: str) -> bool:
+        """True (and logged) when the calling AE may not use Query/Retrieve."""
+        requestor = event.assoc.requestor
+        calling_ae = str(requestor.ae_title).strip()
+        reason = self.policy.refusal(calling_ae, str(requestor.address))
+        if reason is None:
+            return False
+        emit(
+            log,
+            "query.refused",
+            30,
+            service=service,
+            calling_ae=calling_ae,
+            address=str(requestor.address),
+            reason=reason,
+        )
+        return True
 
     def on_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        if self._refused(event, "C-FIND"):
+            yield QueryRetrieveStatus.NOT_AUTHORIZED, None
+            return
         identifier = event.identifier
         try:
             with self.db.session() as session:
@@ -290,7 +333,7 @@ class QueryRetrieveSCP:
                 return
             yield 0xFF00, answer
 
-    def _instances(self, event: Event) -> list[tuple[str, str, str]] | None:
+    def _instances(self, event: Event) -> list[tuple[str, str, str, str]] | None:
         try:
             with self.db.session() as session:
                 return retrieve_keys(session, event.identifier)
@@ -299,19 +342,43 @@ class QueryRetrieveSCP:
             return None
 
     def _datasets(
-        self, event: Event, keys: Sequence[tuple[str, str, str]]
+        self, event: Event, keys: Sequence[tuple[str, str, str, str]]
     ) -> Iterator[tuple[int, Dataset | None]]:
-        for key, _, _ in keys:
+        """The C-STORE sub-operations' data sets. A spool file that cannot be read costs
+        its own instance only: the rest are sent, and the final response is a Warning
+        whose Failed SOP Instance UID List names the unread ones (PS3.4 C.4.2.1.5,
+        C.4.3.1.4); pynetdicom counts them as failed sub-operations."""
+        unread: list[str] = []
+        for key, _, _, sop_instance_uid in keys:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield QueryRetrieveStatus.CANCEL, None
                 return
             try:
-                yield 0xFF00, pydicom.dcmread(self.spool.path(key))
-            except (OSError, ValueError) as exc:
-                emit(log, "retrieve.unreadable", 40, spool_key=key, reason=str(exc))
-                yield 0xA702, None
+                dataset = pydicom.dcmread(self.spool.path(key))
+            except (OSError, ValueError, InvalidDicomError) as exc:
+                emit(
+                    log,
+                    "retrieve.unreadable",
+                    40,
+                    spool_key=key,
+                    sop_instance_uid=sop_instance_uid,
+                    reason=str(exc),
+                )
+                unread.append(sop_instance_uid)
+                continue
+            yield QueryRetrieveStatus.PENDING, dataset
+        if unread:
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = unread
+            yield QueryRetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES, failed
 
     def on_get(self, event: Event) -> Iterator[Any]:
+        if self._refused(event, "C-GET"):
+            # pynetdicom answers a count of 0 with Success: one (never started)
+            # sub-operation lets the refusal be the final status
+            yield 1
+            yield QueryRetrieveStatus.NOT_AUTHORIZED, None
+            return
         keys = self._instances(event)
         if keys is None:
             yield 0
@@ -324,6 +391,9 @@ class QueryRetrieveSCP:
         yield from self._datasets(event, keys)
 
     def on_move(self, event: Event) -> Iterator[Any]:
+        if self._refused(event, "C-MOVE"):
+            yield None, None  # answered A801: pynetdicom's only refusal before sub-operations
+            return
         target = str(event.move_destination or "").strip()
         destination = self.config.destination_for_ae(target)
         if destination is None:
@@ -357,10 +427,10 @@ class QueryRetrieveSCP:
         yield from self._datasets(event, keys)
 
 
-def _contexts(keys: Sequence[tuple[str, str, str]]) -> list[Any]:
+def _contexts(keys: Sequence[tuple[str, str, str, str]]) -> list[Any]:
     """One presentation context per SOP class: its stored syntaxes, then uncompressed."""
     by_class: dict[str, list[str]] = {}
-    for _, sop_class, syntax in keys:
+    for _, sop_class, syntax, _ in keys:
         syntaxes = by_class.setdefault(sop_class, [])
         for ts in (syntax, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
             if ts not in syntaxes:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
 from dicom_node.assembly import stable_studies, study_series
 from dicom_node.config import Config
 from dicom_node.logs import emit, get_logger
@@ -17,6 +20,10 @@ from storage.queue import release_abandoned
 from storage.spool import Spool
 
 log = get_logger("schedule")
+
+TRANSIENT_DATABASE_ERRORS = (OperationalError, PoolTimeoutError)
+"""Failures that pass by themselves: SQLite's "database is locked", a PostgreSQL
+connection lost or refused (OperationalError, PEP 249), no pooled connection free."""
 
 
 class Scheduler:
@@ -48,17 +55,33 @@ class Scheduler:
         return routed > 0
 
     def route_stable(self) -> int:
-        """Routes each stable study in its own transaction; a study whose routing fails is
-        marked routed with the error recorded, so it cannot block the others."""
+        """Routes each stable study in its own transaction; returns how many were decided.
+
+        A transient failure (the database locked or unreachable) rolls the study's
+        transaction back and leaves it stable, so the next tick routes it again. Any
+        other failure marks it routed with the reason recorded, so it cannot block the
+        others; a new instance re-opens it.
+        """
         stable = self.config.node.stable_seconds
         with self.db.session() as session:
             ids = [s.id for s in stable_studies(session, self.clock(), stable)]
+        decided = 0
         for study_id in ids:
             try:
                 self._route(study_id, stable)
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                emit(
+                    log,
+                    "study.route_retry",
+                    30,
+                    study_id=study_id,
+                    reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                )
+                continue
             except Exception as exc:  # the stage's outer loop: record and go on
                 self._record_failure(study_id, exc)
-        return len(ids)
+            decided += 1
+        return decided
 
     def _route(self, study_id: int, stable_seconds: float) -> None:
         now = self.clock()

@@ -4,12 +4,14 @@ The C-STORE handler does three things and nothing slow: it writes the bytes exac
 received to the spool (fsync, rename), indexes the instance, and answers. Pixels are
 never decoded here; everything else happens in later stages that read the database.
 A handler failure is answered with a named failure status (PS3.4 B.2.3), never a
-silent success.
+silent success: Cannot Understand only for a data set that can never be indexed,
+Out of Resources for every fault that may pass, so the sender keeps the instance.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import threading
 from collections.abc import Callable
@@ -171,8 +173,11 @@ class StoreHandler:
         try:
             return self._store(event)
         except Exception as exc:  # the stage's outer boundary: answer a named failure
+            # A fault nobody foresaw may well pass (a resource, a lock, a bug that one
+            # input state triggers): Refused, Out of Resources is the class a sender may
+            # retry (PS3.4 B.2.3); Cannot Understand would have it drop the instance.
             emit(log, "store.failed", 40, reason=f"unexpected {type(exc).__name__}: {exc}")
-            return StoreStatus.CANNOT_UNDERSTAND
+            return StoreStatus.OUT_OF_RESOURCES
         finally:
             with self._idle:
                 self._in_flight -= 1
@@ -319,6 +324,14 @@ def _on_established(event: Event) -> None:
     emit(log, "association.accepted", 10, calling_ae=str(rq.ae_title).strip(), address=rq.address)
 
 
+def _is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``0.0.0.0`` is every address)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _register_vendor_storage() -> None:
     """Teaches pynetdicom the vendors' private storage SOP classes, so that their C-STOREs
     reach the store handler (pynetdicom answers unknown classes itself, with a failure)."""
@@ -399,6 +412,16 @@ class StorageSCP:
         emit(
             log, "scp.listening", ae_title=node.ae_title, host=host, port=port, tls=tls is not None
         )
+        if self.policy.admits_any_ae and not _is_loopback(str(host)):
+            emit(
+                log,
+                "access.open",
+                30,
+                host=host,
+                port=port,
+                note="C-STORE is accepted from any calling AE title on a non-loopback address: "
+                "list the senders in node.allowed_calling_aets (and node.calling_ae_hosts)",
+            )
         return str(host), int(port)
 
     def active_associations(self) -> int:

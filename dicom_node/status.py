@@ -14,6 +14,21 @@ class StoreStatus(IntEnum):
     ELEMENTS_DISCARDED = 0xB006
 
 
+class QueryRetrieveStatus(IntEnum):
+    """C-FIND, C-GET and C-MOVE response statuses (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4;
+    PS3.7 C.5 for the general ones)."""
+
+    SUCCESS = 0x0000
+    NOT_AUTHORIZED = 0x0124
+    """Refused: Not Authorized (PS3.7 C.5.x): the calling AE may not query or retrieve."""
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+    """Warning: some sub-operations failed; the Failed SOP Instance UID List names them."""
+    CANCEL = 0xFE00
+    PENDING = 0xFF00
+
+
 SUCCESS_STATUSES = frozenset({0x0000})
 WARNING_STATUSES = frozenset({0x0001, 0x0107, 0x0116, *range(0xB000, 0xC000)})
 

@@ -1,15 +1,19 @@
 """The spool: one file per received or produced instance, written atomically.
 
-A file is written under a temporary name in its final folder, renamed, and then
+A new file is written under a temporary name in its final folder, renamed, and then
 fsynced through its still-open descriptor before anyone is told it exists. On a
 journalling file system (ext4, XFS, btrfs) that one fsync commits the journal
 transaction that holds both the data (ordered mode) and the rename, so one journal
 commit per instance makes it durable — the second commit that a directory fsync costs
 halved the node's ingest rate on a busy disk (docs/benchmarks.md). For other file
-systems ``fsync_directory`` adds the POSIX directory fsync. A file whose power-loss
-fate is uncertain was never acknowledged; start-up reconciliation refuses to index a
-file that is not whole. Names are hashes, never UIDs taken from the network, so a
-hostile UID such as ``../../x`` can only ever name a file inside the spool.
+systems ``fsync_directory`` adds the POSIX directory fsync. When that fsync fails the
+file is removed again: nothing was acknowledged under its name. A file that replaces
+one (a resent instance, a re-run's output) is fsynced before the rename as well, so a
+failed fsync leaves the earlier, acknowledged copy in place, never a damaged one. A
+file whose power-loss fate is uncertain was never acknowledged; start-up
+reconciliation refuses to index a file that is not whole. Names are hashes, never UIDs
+taken from the network, so a hostile UID such as ``../../x`` can only ever name a file
+inside the spool.
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ class Spool:
         try:
             if not folder.is_dir():
                 _make_private_dirs(folder)
+            replacing = target.exists()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 size = 0
@@ -137,8 +142,19 @@ class Spool:
                     size += len(view)
                     while view:
                         view = view[os.write(fd, view) :]
+                if replacing:
+                    # an acknowledged copy lies under the name: it stays until the new
+                    # one is durable, so a failed fsync can never leave a damaged file
+                    os.fsync(fd)
                 os.replace(tmp, target)
-                os.fsync(fd)
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    if not replacing:
+                        # nothing was acknowledged under this name: take back the file
+                        # whose data may never reach the disk, or start-up would index it
+                        target.unlink(missing_ok=True)
+                    raise
             finally:
                 os.close(fd)
             if self.fsync_directory:

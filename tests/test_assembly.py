@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from dicom_node import scheduler as scheduler_module
 from dicom_node.assembly import stable_studies, study_series
@@ -352,6 +353,48 @@ def test_study_whose_routing_fails_is_marked_routed_with_the_error_and_blocks_no
 
     clock.at(500)
     assert scheduler.route_stable() == 0  # the failure is not retried in a loop
+
+
+def test_a_transient_routing_failure_is_retried_not_recorded_as_routed(
+    db: Database,
+    spool: Spool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite's "database is locked" (a writer held the lock past busy_timeout) cannot
+    be produced on demand, so it is injected, once, as SQLAlchemy raises it."""
+    scheduler, clock = _scheduler(db, spool, tmp_path)
+    locked, other = StudySpec(), StudySpec()
+    for ds in _t1(locked):
+        _receive(db, spool, ds, 0)
+    for ds in _t1(other):
+        _receive(db, spool, ds, 1)
+    real_decide = scheduler_module.decide
+    faults = iter([OperationalError("INSERT INTO job …", {}, Exception("database is locked"))])
+
+    def decide(series: Any, *args: Any) -> Any:
+        if any(s.header.StudyInstanceUID == locked.study_uid for s in series):
+            fault = next(faults, None)
+            if fault is not None:
+                raise fault
+        return real_decide(series, *args)
+
+    monkeypatch.setattr(scheduler_module, "decide", decide)
+    clock.at(20)
+    assert scheduler.route_stable() == 1  # the other study; the locked one waits
+
+    assert _study(db, locked.study_uid).state == StudyState.RECEIVING
+    assert _study(db, other.study_uid).state == StudyState.ROUTED
+    with db.session() as session:
+        errors = session.scalars(select(AuditEvent).where(AuditEvent.kind == "route.error"))
+        assert list(errors) == []
+
+    clock.at(21)  # the next tick, no new instance needed
+    assert scheduler.route_stable() == 1
+    assert _study(db, locked.study_uid).state == StudyState.ROUTED
+    with db.session() as session:
+        owners = {session.get_one(Study, j.study_id).study_uid for j in _jobs(db)}
+    assert owners == {locked.study_uid, other.study_uid}
 
 
 def test_a_malformed_series_number_does_not_stop_routing(

@@ -45,7 +45,9 @@ def test_other_objects_are_stored_retrievable_and_left_out_of_synthesis(
     models_dir: Path,
 ) -> None:
     pacs = orthanc_factory()
-    node = node_factory(sends_to(pacs.dicom_port))
+    node = node_factory(
+        {**sends_to(pacs.dicom_port), "query_retrieve": {"allowed_calling_aets": ["GETSCU"]}}
+    )
     assert node.address is not None
     t1 = axial_series(StudySpec(), ramp_pixels(slices=SLICES), description="T1 MPRAGE")
     raw, private = _other(t1[0], RAW_DATA), _other(t1[0], PHILIPS_SERIES_DATA)

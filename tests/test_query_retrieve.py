@@ -3,21 +3,30 @@ series with DCMTK's findscu, getscu and movescu."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
 from conftest import sends_to
 from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 from sqlalchemy import select
 
 from dicom_node.node import Node
+from dicom_node.status import QueryRetrieveStatus
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, Orthanc, stored_ok, storescu, wait_until
-from storage.models import Job, JobState
+from storage.models import Instance, Job, JobState
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +49,12 @@ def holding(
 ) -> Iterator[Holding]:
     """A node holding two studies, the first with its synthetic CT made."""
     pacs = orthanc_factory()
-    node = node_factory(sends_to(pacs.dicom_port))
+    node = node_factory(
+        {
+            **sends_to(pacs.dicom_port),
+            "query_retrieve": {"allowed_calling_aets": ["FINDSCU", "GETSCU", "MOVESCU"]},
+        }
+    )
     assert node.address is not None
     doe = StudySpec(patient_name="Doe^Jane", patient_id="QR-1")
     roe = StudySpec(patient_name="Roe^Rick", patient_id="QR-2")
@@ -215,3 +229,141 @@ def test_move_sends_to_a_configured_destination_and_refuses_others(
         timeout=120,
     )
     assert "Refused: MoveDestinationUnknown" in refused.stdout + refused.stderr
+
+
+def _find_status(port: int, calling_ae: str) -> tuple[int, int]:
+    """(final status, matches) of a STUDY-level C-FIND for every study, from ``calling_ae``."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMNODE")
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    query.PatientName = ""
+    responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+    assoc.release()
+    matches = sum(1 for status, _ in responses if status and status.Status == 0xFF00)
+    return int(responses[-1][0].Status), matches
+
+
+def _get_status(port: int, calling_ae: str, study_uid: str) -> tuple[int, int]:
+    """(final status, instances received) of a STUDY-level C-GET from ``calling_ae``."""
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(MRImageStorage)
+    role = build_role(MRImageStorage, scp_role=True)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DICOMNODE",
+        ext_neg=[role],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    responses = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    return int(responses[-1][0].Status), len(received)
+
+
+def test_query_retrieve_is_closed_unless_the_calling_ae_is_listed(
+    tmp_path: Path, node_factory: Callable[..., Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The defaults answer any caller's C-STORE but nobody's C-FIND/C-GET/C-MOVE: the
+    answers carry patient names and whole studies."""
+    study = StudySpec(patient_name="Doe^Jane", patient_id="QR-9")
+    paths = write_series(axial_series(study, ramp_pixels(slices=2)), tmp_path / "in")
+    with caplog.at_level(logging.WARNING):
+        closed = node_factory({"node": {"host": "0.0.0.0"}}, folder=tmp_path / "closed")
+    assert any(r.getMessage() == "access.open" for r in caplog.records)
+    assert closed.address is not None
+    port = closed.address[1]
+    assert stored_ok(storescu("127.0.0.1", port, "DICOMNODE", paths)) == 2
+    assert _find_status(port, "FINDSCU") == (QueryRetrieveStatus.NOT_AUTHORIZED, 0)
+    status, received = _get_status(port, "GETSCU", study.study_uid)
+    assert (status, received) == (QueryRetrieveStatus.NOT_AUTHORIZED, 0)
+
+    listed = node_factory(
+        {
+            "query_retrieve": {
+                "allowed_calling_aets": ["VIEWER", "ELSEWHERE"],
+                "calling_ae_hosts": {"ELSEWHERE": ["10.99.0.0/16"]},
+            }
+        },
+        folder=tmp_path / "listed",
+    )
+    assert listed.address is not None
+    port = listed.address[1]
+    assert stored_ok(storescu("127.0.0.1", port, "DICOMNODE", paths)) == 2
+    assert _find_status(port, "VIEWER") == (QueryRetrieveStatus.SUCCESS, 1)
+    assert _get_status(port, "VIEWER", study.study_uid) == (QueryRetrieveStatus.SUCCESS, 2)
+    assert _find_status(port, "ELSEWHERE") == (QueryRetrieveStatus.NOT_AUTHORIZED, 0)
+    assert _find_status(port, "STRANGER") == (QueryRetrieveStatus.NOT_AUTHORIZED, 0)
+    move = subprocess.run(
+        [
+            "movescu", "-v", "-S", "-aet", "STRANGER", "-aec", "DICOMNODE", "-aem", "VIEWER",
+            "127.0.0.1", str(port), "-k", "QueryRetrieveLevel=STUDY",
+            "-k", f"StudyInstanceUID={study.study_uid}",
+        ],
+        capture_output=True, text=True, env=DCMTK_ENV, timeout=120,
+    )  # fmt: skip
+    assert "Refused: MoveDestinationUnknown" in move.stdout + move.stderr
+
+
+def test_an_unreadable_spool_file_fails_one_sub_operation_not_the_retrieve(
+    tmp_path: Path, node_factory: Callable[..., Node]
+) -> None:
+    """A spool file gone (a disk fault, an operator's mistake) costs its own instance:
+    the rest are sent, and the final Warning names it (PS3.4 C.4.3.1.3.2)."""
+    node = node_factory({"query_retrieve": {"allowed_calling_aets": ["VIEWER"]}})
+    assert node.address is not None
+    port = node.address[1]
+    study = StudySpec()
+    series = axial_series(study, ramp_pixels(slices=3))
+    paths = write_series(series, tmp_path / "in")
+    assert stored_ok(storescu("127.0.0.1", port, "DICOMNODE", paths)) == 3
+    broken = str(series[1].SOPInstanceUID)
+    with node.db.session() as session:
+        key = session.scalar(select(Instance.spool_key).where(Instance.sop_instance_uid == broken))
+    assert key is not None
+    node.spool.path(key).unlink()
+
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="DICOMNODE",
+        ext_neg=[build_role(MRImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study.study_uid
+    *_, (final, identifier) = assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+    assoc.release()
+
+    assert sorted(received) == sorted(
+        str(ds.SOPInstanceUID) for ds in series if ds.SOPInstanceUID != broken
+    )
+    assert final.Status == QueryRetrieveStatus.SUB_OPERATIONS_COMPLETE_WITH_FAILURES
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier is not None
+    assert identifier.FailedSOPInstanceUIDList == broken

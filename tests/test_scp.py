@@ -181,6 +181,39 @@ def test_database_failure_answers_out_of_resources_not_success(
     assert stored_ok(storescu("127.0.0.1", _port(node), "DICOMNODE", paths)) == 1
 
 
+def test_unexpected_store_fault_answers_a_status_senders_retry(
+    tmp_path: Path, node_factory: Callable[..., Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault the handler did not foresee may pass (PS3.4 B.2.3: Refused, Out of
+    Resources, is the transient class); Cannot Understand would tell the sender that
+    resending is useless. The fault is injected: no real one is known to reach here."""
+    import dicom_node.scp
+
+    faults = iter([RuntimeError("injected fault")])
+    real_record = dicom_node.scp.record_instance
+
+    def flaky_record(*args: object, **kwargs: object) -> None:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        real_record(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dicom_node.scp, "record_instance", flaky_record)
+    node = node_factory()
+    paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=1)), tmp_path / "in")
+    result = storescu("127.0.0.1", _port(node), "DICOMNODE", paths)
+    output = result.stdout + result.stderr
+    assert stored_ok(result) == 0
+    assert output.count("Received Store Response") == 1, output
+    assert "Refused: OutOfResources" in output, output
+    # DCMTK 3.6.7 storescu neither retries nor exits 0 here: its status is the failed
+    # response's high byte (0xA7; 0xC0 for Cannot Understand), what a script can act on
+    assert result.returncode == 0xA7, output
+    assert _instances(node) == 0
+    assert stored_ok(storescu("127.0.0.1", _port(node), "DICOMNODE", paths)) == 1
+    assert _instances(node) == 1
+
+
 def test_log_lines_are_json_without_patient_data(
     tmp_path: Path, node_factory: Callable[..., Node], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -199,6 +199,50 @@ def test_failed_rename_leaves_old_content_and_no_temporary_file(
     assert _partials(spool.root) == []
 
 
+def _failing_fsync(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Makes every ``os.fsync`` fail with EIO, as a disk that lost the write would;
+    returns the descriptors it was called with. A failed fsync cannot be produced on
+    demand with a real disk, hence the stand-in."""
+    calls: list[int] = []
+
+    def failing(fd: int) -> None:
+        calls.append(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    return calls
+
+
+def test_failed_fsync_of_a_replacement_leaves_the_acknowledged_copy(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = instance_key("1.2", "1.3", "1.4")
+    spool.write(key, b"acknowledged")
+    calls = _failing_fsync(monkeypatch)
+    with pytest.raises(SpoolError, match=re.escape(f"cannot write {key}")):
+        spool.write(key, b"replacement, never made durable")
+    monkeypatch.undo()
+
+    assert calls
+    assert spool.read(key) == b"acknowledged"
+    assert _partials(spool.root) == []
+
+
+def test_failed_fsync_of_a_new_file_leaves_no_file_to_index(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool.write(instance_key("1.2", "1.3", "1.4"), b"another instance of the study")
+    key = instance_key("1.2", "1.3", "1.5")  # same study folder: only the file's fsync fails
+    _failing_fsync(monkeypatch)
+    with pytest.raises(SpoolError, match=re.escape(f"cannot write {key}")):
+        spool.write(key, b"never made durable")
+    monkeypatch.undo()
+
+    assert not spool.exists(key)
+    assert list(spool.instance_files()) == [instance_key("1.2", "1.3", "1.4")]
+    assert _partials(spool.root) == []
+
+
 def test_write_that_hits_the_file_size_limit_fails_without_a_partial_or_a_final_file(
     spool: Spool,
 ) -> None:
