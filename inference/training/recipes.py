@@ -31,7 +31,7 @@ MR_REFERENCE_LEVEL = 1000.0
 """MR truth is expressed in units where the head's 99.5th percentile is this value:
 MR has no absolute unit, so a synthetic MR series is made to this scale."""
 
-TRAIN_SEEDS = range(1000, 1120)
+TRAIN_SEEDS = range(1000, 1100)
 """Subjects the shipped models were trained on."""
 
 HELD_OUT_SEEDS = range(9000, 9010)
@@ -40,7 +40,7 @@ HELD_OUT_SEEDS = range(9000, 9010)
 
 @dataclass(frozen=True)
 class Schedule:
-    steps: int = 5000
+    steps: int = 3000
     batch: int = 12
     crop: int = 112
     """Square training crops (a multiple of the network's tile); inference is whole-slice."""

@@ -147,12 +147,16 @@ def robustness(
 
 
 def card_figures(report: dict[str, Any]) -> dict[str, float | str]:
-    """The report's means as a card's ``validation`` entries: ``<set>_<figure>`` for the
-    model and ``<set>_baseline_<figure>`` for the baseline."""
+    """The report's means as a card's ``validation`` entries: ``<set>_<figure>`` (and its
+    ``_min`` and ``_max`` over the heads) for the model, ``<set>_baseline_<figure>`` for
+    the baseline."""
     out: dict[str, float | str] = {}
     for key, entry in report["sets"].items():
         for name, value in entry["model"]["mean"].items():
             out[f"{key}_{name}"] = round(float(value), 4)
+            low, high = entry["model"]["range"][name]
+            out[f"{key}_{name}_min"] = round(float(low), 4)
+            out[f"{key}_{name}_max"] = round(float(high), 4)
         for name, value in entry["baseline"]["mean"].items():
             out[f"{key}_baseline_{name}"] = round(float(value), 4)
         out[f"{key}_subjects"] = f"{len(entry['seeds'])} held-out: {entry['title']}"
