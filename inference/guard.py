@@ -84,9 +84,9 @@ would — measured on a T1w interpolated from 1.2 to 0.5 mm, the log-roughness w
 at full resolution and -1.53 when thinned by 3, against -1.6 ± 0.2 for the reference —
 and the distance transform stays small."""
 MAX_VOXELS = 8_000_000
-"""Volumes larger than this after thinning are thinned further."""
+"""A head's bounding box larger than this after thinning is thinned further."""
 FOREGROUND_FRACTION = 0.1
-"""Foreground: above this fraction of the (background-shifted) 99.9th percentile."""
+"""Foreground: above this fraction of the head's bright end (see :func:`foreground`)."""
 MIN_FOREGROUND_VOXELS = 64
 """Below this the signature is that of an empty series (see :func:`signature`)."""
 
@@ -114,9 +114,15 @@ def _shifted(array: FloatArray) -> FloatArray:
 
 def foreground(array: FloatArray) -> BoolArray:
     """The head: voxels well above the background, its largest connected part, holes
-    (dark skull, CSF, sinus air) filled slice by slice."""
+    (dark skull, CSF, sinus air) filled slice by slice.
+
+    "Well above" is a fraction of the 99th percentile of the voxels brighter than three
+    times the median — the head's own bright end whether it fills half the field of
+    view or under one percent of it (a percentile of all voxels would slide with the
+    amount of background)."""
     x = _shifted(array)
-    top = float(np.percentile(x, 99.9))
+    bright = x[x > 3 * float(np.median(x))]
+    top = float(np.percentile(bright, 99)) if bright.size else 0.0
     if top <= 0:
         return np.zeros(x.shape, dtype=bool)
     mask = ndimage.binary_opening(x > FOREGROUND_FRACTION * top, np.ones((1, 3, 3), bool))
@@ -137,15 +143,29 @@ def _roughness(x: FloatArray, interior: BoolArray) -> float:
 
 def _thinned(volume: Volume) -> tuple[FloatArray, tuple[float, float, float]]:
     """Every n-th row and column of the volume's array, n chosen for an in-plane spacing
-    of at least :data:`SIGNATURE_SPACING_MM` and at most :data:`MAX_VOXELS` voxels; and
-    the spacing of what is returned."""
+    of at least :data:`SIGNATURE_SPACING_MM`; and the spacing of what is returned."""
     k, j, i = volume.geometry.spacing
-    step = max(
-        1,
-        int(SIGNATURE_SPACING_MM // min(j, i)),
-        int(np.ceil(np.sqrt(volume.array.size / MAX_VOXELS))),
-    )
+    step = max(1, int(SIGNATURE_SPACING_MM // min(j, i)))
     return volume.array[:, ::step, ::step], (k, j * step, i * step)
+
+
+def _around(
+    mask: BoolArray, x: FloatArray, spacing: tuple[float, float, float]
+) -> tuple[BoolArray, FloatArray, tuple[float, float, float]]:
+    """Mask and intensities cut to the head's bounding box (one voxel of margin in
+    plane), so that a head small in a large field of view costs what a head costs;
+    thinned further if the box alone exceeds :data:`MAX_VOXELS`."""
+    planes, rows, cols = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    box = (
+        slice(planes[0], planes[-1] + 1),
+        slice(max(rows[0] - 1, 0), rows[-1] + 2),
+        slice(max(cols[0] - 1, 0), cols[-1] + 2),
+    )
+    mask, x = mask[box], x[box]
+    step = max(1, int(np.ceil(np.sqrt(mask.size / MAX_VOXELS))))
+    if step > 1:
+        mask, x = mask[:, ::step, ::step], x[:, ::step, ::step]
+    return mask, x, (spacing[0], spacing[1] * step, spacing[2] * step)
 
 
 def signature(volume: Volume) -> dict[str, float]:
@@ -157,12 +177,14 @@ def signature(volume: Volume) -> dict[str, float]:
     array, spacing = _thinned(volume)
     x = _shifted(array)
     mask = foreground(array)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    count = int(mask.sum())
     values: dict[str, float] = dict.fromkeys(FEATURES, 0.0)
-    values["log_volume_ml"] = float(np.log10(max(count, 1) * voxel_ml))
+    count = int(mask.sum())
     if count < MIN_FOREGROUND_VOXELS:
+        values["log_volume_ml"] = float(np.log10(max(count, 1) * np.prod(spacing) / 1000.0))
         return values
+    mask, x, spacing = _around(mask, x, spacing)
+    count = int(mask.sum())
+    values["log_volume_ml"] = float(np.log10(count * np.prod(spacing) / 1000.0))
     scale = float(np.percentile(x[mask], 99)) or 1.0
     normalised = x / np.float32(scale)
     inside = np.clip(normalised[mask], 0.0, HISTOGRAM_EDGES[-1])

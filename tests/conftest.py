@@ -18,7 +18,7 @@ from dicom_node.config import Config, load_config
 from dicom_node.keys import create_self_signed
 from dicom_node.node import Node
 from inference.card import RoleGuard
-from inference.training.guard_cases import labelled_cases
+from inference.training.guard_cases import t1_cases
 from inference.training.guard_fit import fit_role_guard
 from onnx_models import conv1x1_model, linear_card
 from peers import Orthanc, PostgresServer, free_port
@@ -53,7 +53,7 @@ def t1_guard() -> RoleGuard:
     and in every variant the guard must accept (36 volumes, about half a minute)."""
     seeds = list(range(300, 306))
     return fit_role_guard(
-        (case.volume for case in labelled_cases(seeds, fast=True) if case.in_distribution),
+        (case.volume for case in t1_cases(seeds, fast=True)),
         fitted_on="tests: simulated T1w, seeds 300-305, fast acquisitions",
     )
 

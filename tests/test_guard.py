@@ -78,12 +78,23 @@ def test_evaluation_counts_false_refusals_and_false_acceptances(
 
 
 def test_signature_does_not_depend_on_how_much_background_the_field_of_view_holds() -> None:
+    """Padded 8 times in plane, the head fills under 1 % of the field of view."""
     subject = simulate_subject(7, Acquisition(2.0, 5.0, 120, 110))
     t1 = subject.images["T1"]
     tight = signature(t1)
-    roomy = signature(padded(t1, 3.0, np.random.default_rng(0)))
+    roomy = padded(t1, 8.0, np.random.default_rng(0))
+    assert subject.head.sum() / roomy.array.size < 0.01
+    wide = signature(roomy)
     for name in FEATURES:
-        assert roomy[name] == pytest.approx(tight[name], abs=0.05), name
+        assert wide[name] == pytest.approx(tight[name], abs=0.05), name
+
+
+def test_guard_accepts_a_head_that_fills_under_one_percent_of_a_big_field_of_view(
+    t1_guard: RoleGuard,
+) -> None:
+    t1 = simulate_subject(410, Acquisition(2.0, 5.0, 120, 110)).images["T1"]
+    verdict = assess(padded(t1, 8.0, np.random.default_rng(1)), t1_guard)
+    assert verdict.accepted, f"score {verdict.score:.2f} > {verdict.threshold:.2f}"
 
 
 def test_a_series_interpolated_to_half_a_millimetre_reads_like_its_acquisition() -> None:

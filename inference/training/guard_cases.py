@@ -11,7 +11,7 @@ and a series with next to nothing in it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ from pydicom.uid import JPEG2000
 from scipy import ndimage
 
 from inference.geometry import FloatArray, Geometry, Volume
-from inference.training.simulate import Acquisition, simulate_subject
+from inference.training.simulate import Acquisition, Subject, simulate_subject
 
 
 @dataclass(frozen=True)
@@ -287,19 +287,36 @@ def t1_variants(t1: Volume, rng: np.random.Generator) -> Iterator[tuple[str, str
     yield "T1 JPEG 2000 lossy", f"{ratio:.0f}:1", jpeg2000(t1, ratio)
 
 
-def labelled_cases(seeds: list[int], fast: bool = False) -> Iterator[Case]:
+def _subject(seed: int, fast: bool) -> tuple[Subject, Volume, str, np.random.Generator]:
+    """Seed → simulated subject at its random acquisition, its T1w at its random
+    in-plane spacing, a tag naming both, and the case's random generator."""
+    rng = np.random.default_rng(seed + 7_000_000)
+    acquisition = random_acquisition(rng, fast=fast)
+    subject = simulate_subject(seed, acquisition)
+    spacing = float(rng.uniform(1.5, 2.5) if fast else rng.uniform(0.5, 1.5))
+    t1 = resampled_in_plane(subject.images["T1"], spacing)
+    tilt = "/".join(f"{t:.0f}" for t in acquisition.tilt_degrees)
+    thickness = acquisition.slice_thickness_mm
+    return subject, t1, f"seed {seed}, {spacing:.2f} mm x {thickness:.1f} mm, tilt {tilt} deg", rng
+
+
+def t1_cases(seeds: Iterable[int], fast: bool = False) -> Iterator[Case]:
+    """Only the cases to accept of :func:`labelled_cases` (the same volumes): a
+    reference for fitting a T1 guard."""
+    for seed in seeds:
+        _, t1, tag, rng = _subject(seed, fast)
+        for kind, detail, volume in t1_variants(t1, rng):
+            yield Case(kind, f"{kind} {detail} ({tag})", volume, True)
+
+
+def labelled_cases(seeds: Iterable[int], fast: bool = False) -> Iterator[Case]:
     """For each seed: one simulated subject at a random acquisition, its T1w in every
     variant (to accept), its T2w and CT (to refuse), and on the same grid a phantom, a
-    phantom with inserts, pure noise and a nearly empty series (to refuse)."""
+    phantom with inserts, pure noise and a nearly empty series (to refuse).
+
+    ``fast``: in-plane spacing 1.5–2.5 mm and slices 3–6 mm, for tests."""
     for seed in seeds:
-        rng = np.random.default_rng(seed + 7_000_000)
-        acquisition = random_acquisition(rng, fast=fast)
-        subject = simulate_subject(seed, acquisition)
-        spacing = float(rng.uniform(1.5, 2.5) if fast else rng.uniform(0.5, 1.5))
-        t1 = resampled_in_plane(subject.images["T1"], spacing)
-        tilt = "/".join(f"{t:.0f}" for t in acquisition.tilt_degrees)
-        thickness = acquisition.slice_thickness_mm
-        tag = f"seed {seed}, {spacing:.2f} mm x {thickness:.1f} mm, tilt {tilt} deg"
+        subject, t1, tag, rng = _subject(seed, fast)
         for kind, detail, volume in t1_variants(t1, rng):
             yield Case(kind, f"{kind} {detail} ({tag})", volume, True)
         geometry = t1.geometry

@@ -17,7 +17,7 @@ margin is 2, not less, because a reference usually holds several volumes of one 
 (one per acquisition variant), so leaving one volume out does not leave its head out:
 measured with a guard fitted on 36 volumes of 6 simulated heads, T1w volumes of 4 new
 heads scored up to 1.6 × the 0.99 leave-one-out quantile, the nearest refused case (a
-T2w labelled T1) 4.9 ×.
+T2w labelled T1) 4.9 × (with the first version of the foreground, see docs/models.md).
 """
 
 from __future__ import annotations
