@@ -52,7 +52,9 @@ def scores(registry: Registry) -> Scores:
     return out
 
 
-def test_both_reference_models_load_with_their_guards_and_validation(registry: Registry) -> None:
+def test_both_reference_models_load_with_their_validation_on_both_simulators(
+    registry: Registry,
+) -> None:
     assert registry.refused == []
     assert set(registry.models) == set(RECIPES)
     for model_id, model in registry.models.items():
@@ -61,8 +63,6 @@ def test_both_reference_models_load_with_their_guards_and_validation(registry: R
         assert model.card.output == recipe_card.output
         assert "not for diagnosis" in model.card.intended_use
         assert model.providers[-1] == "CPUExecutionProvider"
-        assert model.card.guard is not None
-        assert set(model.card.guard) == set(recipe_card.input_roles)
         validation = model.card.validation
         assert {"train_sim_subjects", "test_sim_subjects", "baseline"} <= set(validation)
 

@@ -116,8 +116,13 @@ def _guard(args: argparse.Namespace) -> int:
 
     progress = functools.partial(print, flush=True)
     started = time.monotonic()
-    reference = calibration.randomized_series(args.reference_seeds, args.workers)
-    guards = calibration.fit_guards(reference, ("T1", "T2"))
+    if args.reference == "canonical":
+        reference = calibration.canonical_series(args.reference_seeds)
+        source = "the training simulator's canonical contrasts at random acquisitions"
+    else:
+        reference = calibration.randomized_series(args.reference_seeds, args.workers)
+        source = "whole-head series of the domain-randomised training simulator"
+    guards = calibration.fit_guards(reference, ("T1", "T2"), source)
     progress(f"fitted on {len(reference)} heads in {time.monotonic() - started:.0f} s")
     held_out = calibration.randomized_series(args.held_out_seeds, args.workers)
     t1 = calibration.judge(
@@ -261,7 +266,13 @@ def main(argv: list[str] | None = None) -> int:
 
     guarding = sub.add_parser("guard", help="fit, judge and write the models' input guards")
     guarding.add_argument("models", type=Path, nargs="+")
-    guarding.add_argument("--reference-seeds", type=_seeds, default=_seeds("5000-5029"))
+    guarding.add_argument(
+        "--reference",
+        choices=("canonical", "randomized"),
+        default="canonical",
+        help="what the guard is fitted on (see guard_calibration)",
+    )
+    guarding.add_argument("--reference-seeds", type=_seeds, default=_seeds("200-211"))
     guarding.add_argument("--held-out-seeds", type=_seeds, default=_seeds("5500-5519"))
     guarding.add_argument("--canonical-seeds", type=_seeds, default=_seeds("6000-6014"))
     guarding.add_argument("--test-seeds", type=_seeds, default=_seeds("1-10"))

@@ -287,7 +287,9 @@ def t1_variants(t1: Volume, rng: np.random.Generator) -> Iterator[tuple[str, str
     yield "T1 JPEG 2000 lossy", f"{ratio:.0f}:1", jpeg2000(t1, ratio)
 
 
-def _subject(seed: int, fast: bool) -> tuple[Subject, Volume, str, np.random.Generator]:
+def subject_at_random_acquisition(
+    seed: int, fast: bool = False
+) -> tuple[Subject, Volume, str, np.random.Generator]:
     """Seed → simulated subject at its random acquisition, its T1w at its random
     in-plane spacing, a tag naming both, and the case's random generator."""
     rng = np.random.default_rng(seed + 7_000_000)
@@ -304,7 +306,7 @@ def t1_cases(seeds: Iterable[int], fast: bool = False) -> Iterator[Case]:
     """Only the cases to accept of :func:`labelled_cases` (the same volumes): a
     reference for fitting a T1 guard."""
     for seed in seeds:
-        _, t1, tag, rng = _subject(seed, fast)
+        _, t1, tag, rng = subject_at_random_acquisition(seed, fast)
         for kind, detail, volume in t1_variants(t1, rng):
             yield Case(kind, f"{kind} {detail} ({tag})", volume, True)
 
@@ -316,7 +318,7 @@ def labelled_cases(seeds: Iterable[int], fast: bool = False) -> Iterator[Case]:
 
     ``fast``: in-plane spacing 1.5–2.5 mm and slices 3–6 mm, for tests."""
     for seed in seeds:
-        subject, t1, tag, rng = _subject(seed, fast)
+        subject, t1, tag, rng = subject_at_random_acquisition(seed, fast)
         for kind, detail, volume in t1_variants(t1, rng):
             yield Case(kind, f"{kind} {detail} ({tag})", volume, True)
         geometry = t1.geometry
