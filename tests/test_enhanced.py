@@ -33,7 +33,7 @@ EMRI = (
 def _data(name: str) -> Path:
     path = get_testdata_file(name)
     if path is None:
-        pytest.skip(f"pydicom-data does not hold {name}")
+        pytest.fail(f"pydicom-data does not hold {name}: install the test extra")
     return Path(str(path))
 
 

@@ -290,7 +290,7 @@ def test_default_rules_on_real_protocols(
 def test_default_rules_on_pydicom_datas_real_mr_files(name: str, expected: str) -> None:
     path = get_testdata_file(name)
     if path is None:
-        pytest.skip(f"pydicom-data does not hold {name}")
+        pytest.fail(f"pydicom-data does not hold {name}: install the test extra")
     assert _verdict(pydicom.dcmread(path, stop_before_pixels=True)) == expected
 
 

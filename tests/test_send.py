@@ -14,12 +14,9 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from dicom_node.cli import main as cli
 from factories import StudySpec, axial_series, ramp_pixels, write_series
-from peers import StoreSCP, have
+from peers import StoreSCP
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not have("storescp"), reason="DCMTK storescp not installed"),
-]
+pytestmark = pytest.mark.integration
 
 PRIVATE_SOP_CLASS = "1.2.826.0.1.3680043.8.498.99"
 
