@@ -42,6 +42,7 @@ T1_INTENSITIES: Ranges = {
     "cortical": (0.0, 0.12),
     "fat": (0.8, 1.5),
     "skin": (0.3, 0.8),
+    "muscle": (0.25, 0.65),
     "air": (0.0, 0.0),
 }
 """T1w intensities relative to white matter; marrow is drawn bright (fatty) or dark."""
@@ -54,6 +55,7 @@ T2_INTENSITIES: Ranges = {
     "marrow": (0.2, 0.8),
     "fat": (0.3, 0.95),
     "skin": (0.15, 0.5),
+    "muscle": (0.03, 0.15),
     "air": (0.0, 0.0),
 }
 """T2w intensities relative to CSF; white matter is drawn darker than grey matter."""
@@ -103,7 +105,7 @@ def random_geometry(rng: np.random.Generator, whole_head: bool = False) -> Geome
         [
             rng.uniform(-8.0, 8.0),
             -HEAD_CENTRE_RAS[1] + rng.uniform(-10.0, 10.0),
-            rng.uniform(15.0, 30.0) if whole_head else rng.uniform(-35.0, 75.0),
+            rng.uniform(15.0, 30.0) if whole_head else rng.uniform(-55.0, 75.0),
         ]
     )
     origin = (
@@ -179,21 +181,28 @@ def _curve(rng: np.random.Generator, image: FloatArray) -> FloatArray:
     return (level * np.power(np.clip(image / level, 0.0, None), gamma)).astype(np.float32)
 
 
+def coil_bias(rng: np.random.Generator, centres: FloatArray) -> FloatArray:
+    """The receive coil's smooth gain over the head (up to ±30 %): one per session, so
+    every series of a subject shares it, as series of one study on one coil do."""
+    amplitude = float(rng.uniform(0.0, 0.3))
+    return np.exp(Waves(rng, amplitude=amplitude, count=4)(centres)).astype(np.float32)
+
+
 def random_mr(
     fractions: Mapping[str, FloatArray],
     signals: Mapping[str, float],
-    centres: FloatArray,
+    bias: FloatArray,
     rng: np.random.Generator,
 ) -> FloatArray:
     """An MR image of the fractions with the given tissue signals, then the scanner:
-    monotone curve, in-plane blur, bias field, background level, Rician noise, gain."""
+    monotone curve, in-plane blur, the coil's bias, background level, Rician noise,
+    gain."""
     clean = sum(f * np.float32(signals[name]) for name, f in fractions.items())
     image = _curve(rng, np.asarray(clean, dtype=np.float32))
     if rng.uniform() < 0.5:
         sigma = float(rng.uniform(0.2, 0.9))
         image = ndimage.gaussian_filter(image, sigma=(0.0, sigma, sigma))
-    bias = np.exp(Waves(rng, amplitude=float(rng.uniform(0.0, 0.3)), count=4)(centres))
-    image = image * bias.astype(np.float32)
+    image = image * bias
     level = float(np.percentile(image, 99))
     if rng.uniform() < 0.3:
         image = image + np.float32(rng.uniform(0.0, 0.03) * level)
@@ -216,20 +225,23 @@ def clean_mr(
 def simulate_randomized(seed: int, whole_head: bool = False) -> Subject:
     """The domain-randomised subject of ``seed``: T1w and T2w with random contrast and
     scanner on a random grid (a training slab, or the ``whole_head``), and on the same
-    grid the targets: CT in HU and a clean FLAIR (the canonical inversion-recovery
-    contrast of the subject's tissues)."""
+    grid the targets: CT in HU, and the FLAIR the same session would have acquired (the
+    canonical inversion-recovery contrast of the subject's tissues under the coil bias
+    the inputs share, without noise)."""
     rng = np.random.default_rng(seed)
     anatomy = draw_anatomy(rng)
     geometry = random_geometry(rng, whole_head)
     depths = int(np.clip(np.ceil(geometry.spacing[0] / 1.5), 2, 4))
     fractions, inside, centres = anatomy.sample(geometry, depths)
+    bias = coil_bias(rng, centres)
     images = {
         role: Volume(
-            random_mr(fractions, _tissue_signals(rng, role, anatomy.tissues), centres, rng),
+            random_mr(fractions, _tissue_signals(rng, role, anatomy.tissues), bias, rng),
             geometry,
         )
         for role in ("T1", "T2")
     }
-    images["FLAIR"] = Volume(clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues), geometry)
+    flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
+    images["FLAIR"] = Volume(flair, geometry)
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
     return subject_from(seed, images, fractions, inside)

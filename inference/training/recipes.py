@@ -113,14 +113,17 @@ MAX_OBLIQUITY_DEGREES = 20.0
 series tilted further is resampled into the axial plane before the model sees it."""
 _SIMULATED = (
     "domain-randomised simulated subjects only: the MNI152 2009c template (nilearn) with "
-    "skull (3-10 mm, bright or dark marrow), scalp, CSF, frontal sinus, mastoid air and "
-    "white-matter lesions added, per-subject affine and smooth deformation; input MR "
+    "skull (3-10 mm, bright or dark marrow), scalp, CSF, frontal sinus, mastoid air, "
+    "white-matter lesions, temporalis and neck muscles, a face (orbits, nasal cavity, "
+    "maxillary sinuses, maxilla) and a neck (muscle, fat, cervical vertebra, canal, "
+    "airway) added, per-subject affine and smooth deformation; input MR "
     "contrast drawn per subject (tissue intensities from wide ranges that keep T1w/T2w "
     "ordering, or spin-echo/inversion-recovery equations with random timings) with a "
     "random monotone curve; pixel spacing 0.5-1.5 mm, slice thickness 1-6 mm, oblique "
     "up to 20 degrees, field of view 180-260 mm, blur, bias field, background level, "
     "Rician noise and gain all random; targets: CT in HU with partial volume, FLAIR "
-    "from the inversion-recovery equation without artefacts; "
+    "from the inversion-recovery equation under the coil bias the inputs share, without "
+    "noise; "
     f"training seeds {TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}; inputs scaled by the "
     "99th percentile of the foreground (voxels above the Otsu threshold)"
 )
@@ -133,7 +136,7 @@ _USE = (
 SCT = Recipe(
     card=ModelCard(
         id="mr-t1-to-ct",
-        version="2.0.0",
+        version="2.1.0",
         inputs=(InputSpec(role="T1", normalization=_MR_INPUT),),
         output=OutputSpec(
             role="CT",
@@ -156,7 +159,7 @@ SCT = Recipe(
 FLAIR = Recipe(
     card=ModelCard(
         id="mr-t1t2-to-flair",
-        version="2.0.0",
+        version="2.1.0",
         inputs=(
             InputSpec(role="T1", normalization=_MR_INPUT),
             InputSpec(role="T2", normalization=_MR_INPUT),

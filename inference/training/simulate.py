@@ -2,7 +2,8 @@
 
 Each subject is the template (``template.py``) moved by its own random affine and
 smooth deformation, with its own skull, scalp and CSF thickness, frontal sinus, white
-matter lesions, tissue properties, receive-coil bias field, noise and scanner gain, so
+matter lesions, muscles, face and neck (``extracranial.py``), tissue properties,
+receive-coil bias field, noise and scanner gain, so
 that a held-out seed is a new head, not a copy of a training one. Everything is drawn
 from ``numpy.random.default_rng(seed)``: the same seed gives the same subject, bit for
 bit. Tissue fractions are sampled at three depths per slice and averaged (the slice
@@ -19,6 +20,8 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from inference.geometry import FloatArray, Geometry, Volume
+from inference.training.extracranial import Extracranial
+from inference.training.soft_shapes import ellipsoid, step
 from inference.training.template import Template, load_template
 from inference.training.tissues import SEQUENCES, Tissue, jittered
 
@@ -105,20 +108,6 @@ def _rotation(rng: np.random.Generator, max_degrees: tuple[float, float, float])
     return np.asarray(rz @ ry @ rx, dtype=np.float64)
 
 
-def _step(distance: FloatArray, boundary: FloatArray | float, width: float) -> FloatArray:
-    """Fraction of a voxel of ``width`` lying beyond ``boundary`` along the distance."""
-    return np.clip((distance - boundary) / width + 0.5, 0.0, 1.0).astype(np.float32)
-
-
-def _ellipsoid(
-    points: FloatArray, centre: FloatArray, radii: FloatArray, width: float
-) -> FloatArray:
-    """Soft indicator of an axis-aligned ellipsoid, ramping over ``width`` mm."""
-    scaled = np.sqrt((((points - centre) / radii) ** 2).sum(axis=-1))
-    depth = (1.0 - scaled) * float(radii.min())
-    return np.clip(depth / width + 0.5, 0.0, 1.0).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class _Cavity:
     """An air-filled ellipsoid inside the bone (a sinus, mastoid cells), which thickens
@@ -150,6 +139,7 @@ class _Head:
         if rng.uniform() < 0.8:
             self.cavities += [self._mastoid(rng, side) for side in (-1.0, 1.0)]
         self.lesions = self._lesions(rng) if rng.uniform() < 0.6 else []
+        self.extracranial = Extracranial(template, rng)
 
     def _frontal_sinus(self, rng: np.random.Generator) -> _Cavity:
         """Air inside a thickened frontal bone, above the nose."""
@@ -209,22 +199,23 @@ class _Head:
         diploe = np.maximum(self.diploe + self.diploe_waves(points), 0.5)
         air_in_bone = np.zeros_like(s)
         for cavity in self.cavities:
-            near = _ellipsoid(points, cavity.centre, cavity.radii + np.float32(6.0), 6.0)
+            near = ellipsoid(points, cavity.centre, cavity.radii + np.float32(6.0), 6.0)
             diploe = np.maximum(diploe, near * (2 * cavity.radii[cavity.depth_axis] + 1.5))
             air_in_bone = np.maximum(
-                air_in_bone, _ellipsoid(points, cavity.centre, cavity.radii, width)
+                air_in_bone, ellipsoid(points, cavity.centre, cavity.radii, width)
             )
-        bounds = [0.0, self.csf_gap]
-        for thickness in (self.inner_table, diploe, self.outer_table):
+        bounds: list[FloatArray | float] = [0.0, self.csf_gap]
+        muscle = self.extracranial.muscle_thickness(points)
+        for thickness in (self.inner_table, diploe, self.outer_table, muscle):
             bounds.append(bounds[-1] + thickness)
         bounds.append(bounds[-1] + np.maximum(self.fat + self.fat_waves(points), 0.5))
         bounds.append(bounds[-1] + self.skin)
-        beyond = [_step(s, b, width) for b in bounds]
+        beyond = [step(s, b, width) for b in bounds]
         layers = [beyond[i] - beyond[i + 1] for i in range(len(bounds) - 1)]
         inside = 1.0 - beyond[0]
         lesion = np.zeros_like(s)
         for centre, radii in self.lesions:
-            lesion = np.maximum(lesion, _ellipsoid(points, centre, radii, 1.5))
+            lesion = np.maximum(lesion, ellipsoid(points, centre, radii, 1.5))
         lesion = np.minimum(lesion, wm)
         brain_csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
         marrow = layers[2] * (1.0 - air_in_bone)
@@ -236,9 +227,11 @@ class _Head:
             "cortical": layers[1] + layers[3],
             "marrow": marrow,
             "air": layers[2] * air_in_bone + beyond[-1],
-            "fat": layers[4],
-            "skin": layers[5],
+            "muscle": layers[4],
+            "fat": layers[5],
+            "skin": layers[6],
         }
+        self.extracranial.paint(fractions, points, width, beyond[1], beyond[4])
         return fractions, inside
 
 

@@ -34,6 +34,7 @@ TISSUES: dict[str, Tissue] = {
     "marrow": Tissue(pd=0.60, t1_ms=450, t2_ms=90, hu=650),
     "fat": Tissue(pd=0.95, t1_ms=380, t2_ms=110, hu=-95),
     "skin": Tissue(pd=0.75, t1_ms=1100, t2_ms=45, hu=45),
+    "muscle": Tissue(pd=0.72, t1_ms=1400, t2_ms=35, hu=50),
     "air": Tissue(pd=0.0, t1_ms=1000, t2_ms=1, hu=-1000),
 }
 """Every tissue the simulator places; fractions of these sum to 1 in every voxel."""
