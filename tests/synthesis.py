@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from dicom_node.enhanced_output import OutputFormat, build_output
 from dicom_node.provenance import InputRecord, ProvenanceRecord
-from dicom_node.synthetic import Marking, build_series
+from dicom_node.synthetic import Marking
 from dicom_node.uids import output_series_uid
 from dicom_node.volume import load_series
 from inference.card import ModelCard
@@ -27,6 +28,7 @@ def synthetic_series(
     values: np.ndarray | None = None,
     marking: Marking | None = None,
     now: datetime = NOW,
+    output_format: OutputFormat = "classic",
     uncertainty_map: bool = False,
 ) -> list[Dataset]:
     """What ``card`` (default `mr-t1-to-ct`) makes of the series in ``paths`` when it
@@ -50,7 +52,8 @@ def synthetic_series(
     )
     array = np.zeros(source.volume.array.shape, np.float32) if values is None else values
     result = Volume(array.astype(np.float32), source.volume.geometry)
-    return build_series(
+    return build_output(
+        output_format,
         result,
         [source],
         card,
