@@ -220,6 +220,11 @@ class Route(_Section):
     uncertainty_map: bool = Field(
         False, description="also send the per-voxel spread as a series of its own"
     )
+    output_format: Literal["classic", "enhanced"] = Field(
+        "classic",
+        description="classic: one CT/MR Image Storage instance per slice; enhanced: each "
+        "output series as one Legacy Converted Enhanced CT/MR instance",
+    )
 
     @model_validator(mode="after")
     def _map_needs_uncertainty(self) -> Route:

@@ -70,13 +70,18 @@ def _placed(shape: tuple[int, int], text: str) -> np.ndarray:
     return mask
 
 
-def add_overlay(ds: Dataset, text: str = MARK_TEXT) -> None:
-    """Adds overlay plane 6000 carrying ``text``; pixel data are not touched."""
+def add_overlay(ds: Dataset, text: str = MARK_TEXT, frames: int = 1) -> None:
+    """Adds overlay plane 6000 carrying ``text``; pixel data are not touched. With
+    ``frames`` above 1 it is a multi-frame overlay (PS3.3 C.9.2.1.3) over every frame of
+    a multi-frame image, the same text on each."""
     rows, cols = int(ds.Rows), int(ds.Columns)
-    mask = _placed((rows, cols), text)
+    mask = np.tile(_placed((rows, cols), text), (frames, 1))
     g = OVERLAY_GROUP << 16
     ds.add_new(g | 0x0010, "US", rows)
     ds.add_new(g | 0x0011, "US", cols)
+    if frames > 1:
+        ds.add_new(g | 0x0015, "IS", frames)
+        ds.add_new(g | 0x0051, "US", 1)
     ds.add_new(g | 0x0022, "LO", f"{text} - not an acquired image")
     ds.add_new(g | 0x0040, "CS", "G")
     ds.add_new(g | 0x0050, "SS", [1, 1])

@@ -165,6 +165,17 @@ def write_private_block(ds: Dataset, record: ProvenanceRecord) -> None:
     block.add_new(RECORD_ID_ELEMENT, "LO", record.identifier.hex())
 
 
+def block_tags(ds: Dataset) -> tuple[int, ...]:
+    """The tags of the provenance block's elements in ``ds`` (none when it has no block),
+    for a signature that must cover the record; the signer adds their private creator."""
+    try:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    except KeyError:
+        return ()
+    elements = (RECORD_ELEMENT, RECORD_ID_ELEMENT)
+    return tuple(int(block.get_tag(e)) for e in elements if block.get_tag(e) in ds)
+
+
 def read_private_block(ds: Dataset) -> ProvenanceRecord | None:
     """The record a dataset carries, or None when it has none or it is unreadable."""
     try:

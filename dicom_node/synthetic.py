@@ -31,7 +31,7 @@ from dicom_node.body_parts import laterality_required
 from dicom_node.input_guard import OUT_OF_DISTRIBUTION_MARK
 from dicom_node.keys import Signer
 from dicom_node.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
-from dicom_node.provenance import ProvenanceRecord, write_private_block
+from dicom_node.provenance import ProvenanceRecord, block_tags, write_private_block
 from dicom_node.signature import DEFAULT_SIGNED_KEYWORDS, sign_dataset
 from dicom_node.uids import (
     IMPLEMENTATION_CLASS_UID,
@@ -82,8 +82,9 @@ SIGNED_KEYWORDS: tuple[str | int, ...] = (
     "ReferencedSeriesSequence",
     "RescaleType",
 )
-"""What the signature covers: the signature module's identity, marking and pixel
-attributes (and the provenance block), the node's other marks, and the overlay."""
+"""What the signature covers besides the overlay and the provenance block (whose tags
+are found per instance): the signature module's identity, marking and pixel attributes,
+and the node's other marks."""
 
 SOURCE_IMAGE_PURPOSE = hd.sr.CodedConcept(
     "121322", "DCM", "Source image for image processing operation"
@@ -370,7 +371,8 @@ def build_series(
         if marking.visible_mark == "overlay":
             add_overlay(ds)
         if marking.signer is not None:
-            sign_dataset(ds, marking.signer, SIGNED_KEYWORDS + _overlay_tags(ds), when=now)
+            signed = SIGNED_KEYWORDS + _overlay_tags(ds) + block_tags(ds)
+            sign_dataset(ds, marking.signer, signed, when=now)
         ds.file_meta = _file_meta(sop_class, ds.SOPInstanceUID)
         instances.append(ds)
     return instances

@@ -47,6 +47,12 @@ def output_instance_uid(output_series: str, source_instance_uid: str) -> str:
     return uid_from_names("instance", output_series, source_instance_uid)
 
 
+def multi_frame_instance_uid(output_series: str) -> str:
+    """The one instance of an output series written as a multi-frame object
+    (``output_format: enhanced``): a function of the series, so a re-run replaces it."""
+    return uid_from_names("multi-frame instance", output_series)
+
+
 IMPLEMENTATION_VERSION_NAME = f"DICOMNODE_{__version__}"[:16]
 IMPLEMENTATION_CLASS_UID = uid_from_names("dicom-node", "implementation class")
 """Identifies this software in association negotiation and in File Meta Information."""

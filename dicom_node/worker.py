@@ -26,13 +26,14 @@ from sqlalchemy.orm import Session
 from dicom_node import __version__
 from dicom_node.attributes import number
 from dicom_node.config import Config
+from dicom_node.enhanced_output import CT_OUTPUT_SOP_CLASSES, build_output
 from dicom_node.input_guard import assess_inputs, enforce
 from dicom_node.keys import Signer
 from dicom_node.logs import emit, get_logger
 from dicom_node.marking import default_mark
 from dicom_node.provenance import GuardRecord, InputRecord, ProvenanceRecord, UncertaintyRecord
 from dicom_node.sop_classes import VOLUME_IMAGE_SOP_CLASSES
-from dicom_node.synthetic import CT_IMAGE_STORAGE, Marking, build_series
+from dicom_node.synthetic import Marking
 from dicom_node.uids import output_series_uid, uncertainty_series_uid
 from dicom_node.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
@@ -287,13 +288,17 @@ class Synthesizer:
             uncertainty=uncertainty,
         )
         marking = self._marking(card)
+        route = self.config.route(card.id)
+        form = route.output_format if route else "classic"
         outputs = [
-            self._write(build_series(result, sources, card, provenance, marking, now), provenance)
+            self._write(
+                build_output(form, result, sources, card, provenance, marking, now), provenance
+            )
         ]
         if spread is not None:
             of_map = replace(provenance, output_series_uid=uncertainty_series_uid(series_uid))
-            datasets = build_series(
-                spread, sources, card, of_map, marking, now, uncertainty_map=True
+            datasets = build_output(
+                form, spread, sources, card, of_map, marking, now, uncertainty_map=True
             )
             outputs.append(self._write(datasets, of_map))
         return outputs
@@ -409,7 +414,7 @@ def _index_output(
         session,
         study_id,
         output.series_uid,
-        "CT" if output.sop_class_uid == CT_IMAGE_STORAGE else "MR",
+        "CT" if output.sop_class_uid in CT_OUTPUT_SOP_CLASSES else "MR",
         output.sop_class_uid,
         SeriesAttributes(output.series_number, output.description[:64]),
     )

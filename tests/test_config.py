@@ -264,6 +264,18 @@ def test_unknown_input_guard_mode_is_refused(tmp_path: Path) -> None:
     assert "input_guard" in message and "'refuse', 'warn' or 'off'" in message
 
 
+def test_route_output_format_defaults_to_classic_and_refuses_other_values(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        _write(tmp_path, {"destinations": [PACS], "routes": [{"model": "m", "send_to": ["pacs"]}]})
+    )
+    assert config.routes[0].output_format == "classic"
+    route = {"model": "m", "send_to": ["pacs"], "output_format": "multiframe"}
+    _, message = _error(tmp_path, {"destinations": [PACS], "routes": [route]})
+    assert "output_format" in message and "'classic' or 'enhanced'" in message
+
+
 def test_duplicate_destination_names_are_refused(tmp_path: Path) -> None:
     other = {**PACS, "ae_title": "OTHER", "port": 104}
     path, message = _error(tmp_path, {"destinations": [PACS, other]})

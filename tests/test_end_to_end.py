@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from dicom_node.node import Node
 from dicom_node.provenance import read_private_block
+from dicom_node.verification import verify_file
 from dicom_node.watermark import detect
 from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, valid_ds, write_series
 from inference.training.simulate import Acquisition, simulate_subject
@@ -276,3 +277,54 @@ def test_enhanced_mr_t1_gets_a_classic_synthetic_ct_back_on_its_frames(
         if i == 0:
             assert dciodvfy_errors(tmp_path / "ct0.dcm") == []
     assert seen == set(range(frames))
+
+
+def test_enhanced_route_gets_one_multi_frame_synthetic_ct_back_on_the_source_grid(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+    signing_keys: tuple[Path, Path],
+) -> None:
+    """`output_format: enhanced`: the PACS takes one Legacy Converted Enhanced CT whose
+    frames lie on the source slices, hold the model's values (within the watermark's ±1),
+    and whose signature DCMTK and `verify` both accept."""
+    pacs, _node = _pacs_and_node(
+        orthanc_factory,
+        node_factory,
+        overrides={
+            "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"], "output_format": "enhanced"}]
+        },
+    )
+    study = StudySpec()
+    source = axial_series(study, ramp_pixels(slices=8, rows=64, cols=72), spacing=(2.5, 0.9, 0.8))
+    _send_to_pacs(pacs, write_series(source, tmp_path / "t1"))
+
+    (instance_id,) = _wait_for_ct(pacs, study.study_uid, instances=1)["Instances"]
+    path = pacs.download(instance_id, tmp_path / "ct.dcm")
+    out = pydicom.dcmread(path)
+    assert out.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2.2"
+    assert out.SyntheticData == "YES" and out.SeriesDescription.startswith("SYNTHETIC ")
+    assert out.StudyInstanceUID == study.study_uid
+    assert out.FrameOfReferenceUID == study.frame_of_reference_uid
+    assert int(out.NumberOfFrames) == len(source)
+    by_position = {tuple(round(float(v), 3) for v in ds.ImagePositionPatient): ds for ds in source}
+    frames = out.pixel_array
+    seen = set()
+    for k, item in enumerate(out.PerFrameFunctionalGroupsSequence):
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        src = by_position[tuple(round(float(v), 3) for v in position)]
+        seen.add(src.SOPInstanceUID)
+        source_image = item.DerivationImageSequence[0].SourceImageSequence[0]
+        assert source_image.ReferencedSOPInstanceUID == src.SOPInstanceUID
+        change = np.abs(frames[k].astype(np.int32) - (2 * src.pixel_array.astype(np.int32) - 1000))
+        assert change.max() <= 1
+    assert seen == {ds.SOPInstanceUID for ds in source}
+    shared = out.SharedFunctionalGroupsSequence[0]
+    assert list(shared.PlaneOrientationSequence[0].ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [0.9, 0.8]
+    record = read_private_block(out)
+    assert record is not None and detect(frames[0]).identifier == record.identifier
+    assert verify_file(path).signature == "valid"
+    assert _dcmsign_ok(path, signing_keys[1])
+    assert dciodvfy_errors(path) == []

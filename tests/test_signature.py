@@ -29,15 +29,18 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
+from synthesis import synthetic_series
 
 from dicom_node.keys import Signer, create_self_signed
-from dicom_node.provenance import DCMTK_DICTIONARY_SUPPLEMENT
+from dicom_node.provenance import DCMTK_DICTIONARY_SUPPLEMENT, block_tags
 from dicom_node.provenance import PRIVATE_CREATOR as PROVENANCE_PRIVATE_CREATOR
 from dicom_node.signature import (
     SignatureCheck,
     sign_dataset,
     verify_dataset,
 )
+from dicom_node.synthetic import Marking
+from factories import StudySpec, axial_series, ramp_pixels, write_series
 
 PROVENANCE_CREATOR_TAG = 0x00710010
 PROVENANCE_RECORD_TAG = 0x00711001
@@ -521,3 +524,20 @@ def test_sign_dataset_refuses_naive_time_and_invalid_certificate(signer: Signer)
         sign_dataset(synthetic_ct(), signer, when=dt.datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="is not valid at"):
         sign_dataset(synthetic_ct(), signer, when=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+
+
+def test_synthetic_series_signature_covers_the_provenance_record(
+    tmp_path: Path, signer: Signer
+) -> None:
+    series = axial_series(StudySpec(), ramp_pixels(slices=2, rows=64, cols=64))
+    paths = write_series(series, tmp_path / "t1")
+    now = dt.datetime.now(dt.UTC)
+    out = synthetic_series(
+        paths, str(series[0].SeriesInstanceUID), marking=Marking(signer=signer), now=now
+    )
+    check = verify_dataset(out[0])
+    assert check.status == "valid"
+    assert set(block_tags(out[0])) <= set(check.signed_tags) and block_tags(out[0])
+    block = out[0].private_block(0x0071, PROVENANCE_PRIVATE_CREATOR)
+    block[0x01].value = block[0x01].value.replace("mr-t1-to-ct", "other-model")
+    assert verify_dataset(out[0]).status == "invalid"
