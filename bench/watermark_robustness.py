@@ -47,7 +47,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
-from dicom_node import watermark as wm
+from dicom_node.evidence import watermark as wm
 
 IDENTIFIER = wm.identifier_for(b'{"bench": "watermark robustness"}')
 CT_RANGE = (-1024, 3071)

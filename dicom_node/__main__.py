@@ -1,5 +1,5 @@
 import sys
 
-from dicom_node.cli import main
+from dicom_node.cli.main import main
 
 sys.exit(main())

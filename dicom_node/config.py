@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from dicom_node.role_defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
-from dicom_node.roles import RoleRule, RoleRules
+from dicom_node.roles.defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
+from dicom_node.roles.rules import RoleRule, RoleRules
 
 ENV_CONFIG = "DICOM_NODE_CONFIG"
 

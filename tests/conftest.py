@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from dicom_node.config import Config, load_config
-from dicom_node.keys import create_self_signed
-from dicom_node.node import Node
+from dicom_node.evidence.keys import create_self_signed
+from dicom_node.runtime.node import Node
 from inference.card import RoleGuard
 from inference.training.guard_cases import t1_cases
 from inference.training.guard_fit import fit_role_guard

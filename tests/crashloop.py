@@ -42,9 +42,9 @@ from typing import Any
 import pydicom
 from conftest import write_config
 
-from dicom_node.keys import create_self_signed
-from dicom_node.provenance import read_private_block
-from dicom_node.uids import output_series_uid
+from dicom_node.dicom.uids import output_series_uid
+from dicom_node.evidence.keys import create_self_signed
+from dicom_node.evidence.provenance import read_private_block
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from onnx_models import conv1x1_model, linear_card
 from peers import DCMTK_ENV, NodeProcess, Orthanc, free_port, wait_until

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from dicom_node.enhanced_output import OutputFormat, build_output
-from dicom_node.provenance import InputRecord, ProvenanceRecord
-from dicom_node.synthetic import Marking
-from dicom_node.uids import output_series_uid
-from dicom_node.volume import load_series
+from dicom_node.dicom.uids import output_series_uid
+from dicom_node.evidence.provenance import InputRecord, ProvenanceRecord
+from dicom_node.synthesize.enhanced import OutputFormat, build_output
+from dicom_node.synthesize.label import Marking
+from dicom_node.synthesize.volume import load_series
 from inference.card import ModelCard
 from inference.geometry import Volume
 from onnx_models import linear_card

@@ -17,10 +17,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from dicom_node import scheduler as scheduler_module
-from dicom_node.assembly import stable_studies, study_series
 from dicom_node.config import Config
-from dicom_node.scheduler import Scheduler
+from dicom_node.route import scheduler as scheduler_module
+from dicom_node.route.assembly import stable_studies, study_series
+from dicom_node.route.scheduler import Scheduler
 from factories import StudySpec, axial_series, ramp_pixels
 from onnx_models import linear_card
 from storage.database import Database

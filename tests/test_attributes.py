@@ -9,7 +9,7 @@ import pydicom
 import pydicom.data
 import pytest
 
-from dicom_node.attributes import KEYS, HeaderReader, number, text
+from dicom_node.dicom.attributes import KEYS, HeaderReader, number, text
 
 
 def _files() -> list[str]:

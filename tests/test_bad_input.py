@@ -16,7 +16,7 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from sqlalchemy import select
 
-from dicom_node.node import Node
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import Orthanc, echoscu, free_port, stored_ok, storescu, wait_until
 from storage.models import Job, JobState, Study

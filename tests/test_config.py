@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dicom_node.config import ENV_CONFIG, Config, ConfigError, load_config
-from dicom_node.role_defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
+from dicom_node.roles.defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 PACS = {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242}

@@ -24,7 +24,7 @@ import pytest
 from conftest import write_config
 from crashloop import TARGETS, CrashLoop
 
-from dicom_node.provenance import read_private_block
+from dicom_node.evidence.provenance import read_private_block
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import NodeProcess, Orthanc, free_port, stored_ok, storescu, wait_until
 

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import write_config
 
-from dicom_node.cli import main as cli
+from dicom_node.cli.main import main as cli
 from storage.database import Database
 from storage.models import Base
 

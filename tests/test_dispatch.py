@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dicom_node.cli import main as cli
-from dicom_node.dispatch import backoff
-from dicom_node.node import Node
+from dicom_node.cli.main import main as cli
+from dicom_node.dispatch.dispatcher import backoff
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import Orthanc, StoreSCP, free_port, stored_ok, storescu, wait_until
 from storage.models import AuditEvent, Delivery, DeliveryState

@@ -9,10 +9,10 @@ import yaml
 from pydantic import BaseModel
 from pynetdicom import AllStoragePresentationContexts
 
-from dicom_node import qr
 from dicom_node.config import Config
-from dicom_node.scp import ACCEPTED_TRANSFER_SYNTAXES
-from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.query import dimse
+from dicom_node.receive.scp import ACCEPTED_TRANSFER_SYNTAXES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ROOT = DOCS.parent
@@ -49,4 +49,4 @@ def test_conformance_statement_lists_what_is_negotiated() -> None:
     uids = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
     assert [uid for uid in uids if f"`{uid}`" not in text] == []
     assert IMPLEMENTATION_CLASS_UID in text and IMPLEMENTATION_VERSION_NAME in text
-    assert [uid for uid in qr.SOP_CLASSES if f"`{uid}`" not in text] == []
+    assert [uid for uid in dimse.SOP_CLASSES if f"`{uid}`" not in text] == []

@@ -14,10 +14,10 @@ import pytest
 from conftest import sends_to
 from sqlalchemy import func, select
 
-from dicom_node.node import Node
-from dicom_node.provenance import read_private_block
-from dicom_node.verification import verify_file
-from dicom_node.watermark import detect
+from dicom_node.evidence.provenance import read_private_block
+from dicom_node.evidence.verification import verify_file
+from dicom_node.evidence.watermark import detect
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, valid_ds, write_series
 from inference.training.simulate import Acquisition, simulate_subject
 from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until

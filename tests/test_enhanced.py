@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from synthesis import synthetic_ct
 
-from dicom_node.volume import VolumeError, load_series
+from dicom_node.synthesize.volume import VolumeError, load_series
 from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, valid_ds, write_series
 from peers import dciodvfy_errors, have
 

@@ -14,13 +14,13 @@ import pytest
 from pydicom.dataset import Dataset
 from synthesis import synthetic_series
 
-from dicom_node.keys import Signer, create_self_signed
-from dicom_node.marking import text_bitmap
-from dicom_node.provenance import read_private_block
-from dicom_node.synthetic import Marking
-from dicom_node.verification import verify_file
-from dicom_node.volume import load_series
-from dicom_node.watermark import detect
+from dicom_node.evidence.keys import Signer, create_self_signed
+from dicom_node.evidence.marking import text_bitmap
+from dicom_node.evidence.provenance import read_private_block
+from dicom_node.evidence.verification import verify_file
+from dicom_node.evidence.watermark import detect
+from dicom_node.synthesize.label import Marking
+from dicom_node.synthesize.volume import load_series
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from onnx_models import linear_card
 from peers import dciodvfy_errors

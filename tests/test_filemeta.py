@@ -8,8 +8,8 @@ import pydicom
 import pytest
 from pydicom.filereader import read_preamble
 
-from dicom_node.filemeta import file_meta
-from dicom_node.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.dicom.filemeta import file_meta
+from dicom_node.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 
 @pytest.mark.parametrize("ae", ["STORESCU", "ODD", ""])

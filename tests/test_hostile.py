@@ -37,7 +37,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 
-from dicom_node.scp import InvalidInstance, describe_instance
+from dicom_node.receive.scp import InvalidInstance, describe_instance
 from factories import (
     MR_IMAGE_STORAGE,
     StudySpec,

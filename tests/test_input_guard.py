@@ -19,10 +19,10 @@ from conftest import sends_to
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from dicom_node.cli import main as cli
-from dicom_node.node import Node
-from dicom_node.provenance import ProvenanceRecord, read_private_block
-from dicom_node.uids import uncertainty_series_uid
+from dicom_node.cli.main import main as cli
+from dicom_node.dicom.uids import uncertainty_series_uid
+from dicom_node.evidence.provenance import ProvenanceRecord, read_private_block
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, valid_ds, write_series
 from inference.card import RoleGuard
 from inference.geometry import Volume

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dicom_node.keys import Signer, create_self_signed
+from dicom_node.evidence.keys import Signer, create_self_signed
 
 
 def mode(path: Path) -> int:

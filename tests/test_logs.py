@@ -19,7 +19,7 @@ SECRET_UID = "1.2.SECRET"
 READER = """
 import sys
 import pydicom
-from dicom_node.logs import configure
+from dicom_node.obs.logs import configure
 configure("INFO")
 for _ in range(3):
     ds = pydicom.dcmread(sys.argv[1])

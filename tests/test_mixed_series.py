@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from dicom_node.cli import main as cli
-from dicom_node.node import Node
+from dicom_node.cli.main import main as cli
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, Orthanc, wait_until
 from storage.models import Instance, Job, JobState, OutputSeries

@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from conftest import sends_to
 from sqlalchemy import delete, func, select, text
 
-from dicom_node.node import Node
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import PostgresServer, StoreSCP, stored_ok, storescu, wait_until
 from storage.database import Database

@@ -22,8 +22,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from sqlalchemy import select
 
-from dicom_node.node import Node
-from dicom_node.status import QueryRetrieveStatus
+from dicom_node.dicom.status import QueryRetrieveStatus
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, Orthanc, stored_ok, storescu, wait_until
 from storage.models import Instance, Job, JobState

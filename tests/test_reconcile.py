@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 from sqlalchemy import func, select
 
-from dicom_node.reconcile import reconcile_spool
+from dicom_node.receive.reconcile import reconcile_spool
 from factories import StudySpec, axial_series, ramp_pixels
 from storage.database import Database
 from storage.models import Instance

@@ -136,7 +136,7 @@ def test_the_cards_report_what_a_held_out_head_measures(
 def test_the_node_lists_the_shipped_models_without_importing_torch() -> None:
     script = (
         "import sys, json\n"
-        "from dicom_node.cli import main\n"
+        "from dicom_node.cli.main import main\n"
         "code = main(['models', 'list', '--json'])\n"
         "roots = {m.split('.')[0] for m in sys.modules}\n"
         "heavy = sorted(roots & {'torch', 'nilearn', 'sklearn'})\n"

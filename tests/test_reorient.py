@@ -14,8 +14,8 @@ import pytest
 from conftest import sends_to
 from sqlalchemy import select
 
-from dicom_node.cli import main as cli
-from dicom_node.node import Node
+from dicom_node.cli.main import main as cli
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, rotated_orientation, write_series
 from inference.geometry import Geometry, Volume
 from inference.predict import translate

@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicom_node.config import Config
-from dicom_node.roles import recognise
-from dicom_node.routing import SeriesInfo, study_roles
+from dicom_node.roles.rules import recognise
+from dicom_node.route.routing import SeriesInfo, study_roles
 from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels
 
 CONFIG = Config()

@@ -9,8 +9,8 @@ import pytest
 from conftest import write_config
 from sqlalchemy import select
 
-from dicom_node.cli import main as cli
-from dicom_node.node import Node
+from dicom_node.cli.main import main as cli
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import wait_until
 from storage.models import Study, StudyState

@@ -14,10 +14,10 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from dicom_node.config import Route
-from dicom_node.provenance import PRIVATE_CREATOR, PRIVATE_GROUP
-from dicom_node.role_defaults import DEFAULT_ROLES
-from dicom_node.roles import RoleRule
-from dicom_node.routing import (
+from dicom_node.evidence.provenance import PRIVATE_CREATOR, PRIVATE_GROUP
+from dicom_node.roles.defaults import DEFAULT_ROLES
+from dicom_node.roles.rules import RoleRule
+from dicom_node.route.routing import (
     Decision,
     SeriesInfo,
     classify,

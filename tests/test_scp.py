@@ -15,8 +15,8 @@ import pytest
 from pynetdicom import AE
 from sqlalchemy import func, select
 
-from dicom_node.node import Node
-from dicom_node.volume import load_series
+from dicom_node.runtime.node import Node
+from dicom_node.synthesize.volume import load_series
 from factories import MR_IMAGE_STORAGE, StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, echoscu, stored_ok, storescu, wait_until
 from storage.models import Instance, Study
@@ -187,10 +187,10 @@ def test_unexpected_store_fault_answers_a_status_senders_retry(
     """A fault the handler did not foresee may pass (PS3.4 B.2.3: Refused, Out of
     Resources, is the transient class); Cannot Understand would tell the sender that
     resending is useless. The fault is injected: no real one is known to reach here."""
-    import dicom_node.scp
+    import dicom_node.receive.scp
 
     faults = iter([RuntimeError("injected fault")])
-    real_record = dicom_node.scp.record_instance
+    real_record = dicom_node.receive.scp.record_instance
 
     def flaky_record(*args: object, **kwargs: object) -> None:
         fault = next(faults, None)
@@ -198,7 +198,7 @@ def test_unexpected_store_fault_answers_a_status_senders_retry(
             raise fault
         real_record(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dicom_node.scp, "record_instance", flaky_record)
+    monkeypatch.setattr(dicom_node.receive.scp, "record_instance", flaky_record)
     node = node_factory()
     paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=1)), tmp_path / "in")
     result = storescu("127.0.0.1", _port(node), "DICOMNODE", paths)
@@ -217,7 +217,7 @@ def test_unexpected_store_fault_answers_a_status_senders_retry(
 def test_log_lines_are_json_without_patient_data(
     tmp_path: Path, node_factory: Callable[..., Node], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from dicom_node.logs import JsonFormatter
+    from dicom_node.obs.logs import JsonFormatter
 
     node = node_factory({"logging": {"level": "DEBUG"}})
     study = StudySpec(patient_name="Doe^Johnathan", patient_id="PID-98765", birth_date="19451231")
@@ -236,7 +236,7 @@ def test_node_polls_fast_only_while_instances_flow(
 ) -> None:
     import pynetdicom.association
 
-    from dicom_node import polling
+    from dicom_node.net.patches import polling
 
     node = node_factory()
     assert isinstance(pynetdicom.association.time, polling.AdaptiveTime)

@@ -17,7 +17,7 @@ from pki import CertificateAuthority, Issued
 from pynetdicom import AE
 from sqlalchemy import func, select
 
-from dicom_node.node import Node
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, NodeProcess, StoreSCP, free_port, stored_ok, storescu, wait_until
 from storage.models import Delivery, DeliveryState, Instance

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_config
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from dicom_node.cli import main as cli
+from dicom_node.cli.main import main as cli
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import StoreSCP
 

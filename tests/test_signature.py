@@ -1,4 +1,5 @@
-"""DICOM Digital Signatures made by dicom_node.signature, checked by real DCMTK and dicom3tools.
+"""DICOM Digital Signatures made by dicom_node.evidence.signature, checked by real DCMTK and
+dicom3tools.
 
 Each check is made twice: by DCMTK's independent ``dcmsign --verify`` (PS3.15 Annex C /
 PS3.3 C.12.1.1.3 as DCMTK implements them) and by :func:`verify_dataset`, so the MAC byte
@@ -31,15 +32,15 @@ from pydicom.uid import (
 )
 from synthesis import synthetic_series
 
-from dicom_node.keys import Signer, create_self_signed
-from dicom_node.provenance import DCMTK_DICTIONARY_SUPPLEMENT, block_tags
-from dicom_node.provenance import PRIVATE_CREATOR as PROVENANCE_PRIVATE_CREATOR
-from dicom_node.signature import (
+from dicom_node.evidence.keys import Signer, create_self_signed
+from dicom_node.evidence.provenance import DCMTK_DICTIONARY_SUPPLEMENT, block_tags
+from dicom_node.evidence.provenance import PRIVATE_CREATOR as PROVENANCE_PRIVATE_CREATOR
+from dicom_node.evidence.signature import (
     SignatureCheck,
     sign_dataset,
     verify_dataset,
 )
-from dicom_node.synthetic import Marking
+from dicom_node.synthesize.label import Marking
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 
 PROVENANCE_CREATOR_TAG = 0x00710010

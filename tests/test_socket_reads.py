@@ -11,7 +11,7 @@ from typing import Any
 
 from pynetdicom.transport import AssociationSocket
 
-from dicom_node import socket_reads
+from dicom_node.net.patches import socket_reads
 
 
 def _reader(sock: socket.socket) -> Any:

@@ -7,7 +7,7 @@ from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicom_node.store_responses import encode_store_response
+from dicom_node.net.patches.store_responses import encode_store_response
 
 
 def _response(status: int, instance: str | None, sop_class: str | None, message_id: int) -> C_STORE:

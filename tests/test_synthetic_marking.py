@@ -21,13 +21,13 @@ from conftest import write_config
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from dicom_node.cli import main as cli
+from dicom_node.cli.main import main as cli
 from dicom_node.config import load_config
-from dicom_node.keys import create_self_signed
-from dicom_node.marking import text_bitmap
-from dicom_node.node import Node
-from dicom_node.provenance import ProvenanceRecord, read_private_block
-from dicom_node.watermark import detect
+from dicom_node.evidence.keys import create_self_signed
+from dicom_node.evidence.marking import text_bitmap
+from dicom_node.evidence.provenance import ProvenanceRecord, read_private_block
+from dicom_node.evidence.watermark import detect
+from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from onnx_models import conv1x1_model, linear_card
 from peers import DCMTK_ENV, Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_node.provenance import InputRecord, ProvenanceRecord
-from dicom_node.synthetic import Marking, build_series
-from dicom_node.uids import output_series_uid
-from dicom_node.volume import load_series
+from dicom_node.dicom.uids import output_series_uid
+from dicom_node.evidence.provenance import InputRecord, ProvenanceRecord
+from dicom_node.synthesize.label import Marking, build_series
+from dicom_node.synthesize.volume import load_series
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from inference.geometry import Volume
 from onnx_models import linear_card

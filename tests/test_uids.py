@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.uid import UID
 
-from dicom_node.uids import output_instance_uid, output_series_uid, uid_from_names
+from dicom_node.dicom.uids import output_instance_uid, output_series_uid, uid_from_names
 from factories import hypothesis_outside_the_tree
 
 hypothesis_outside_the_tree()

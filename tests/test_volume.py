@@ -1,4 +1,5 @@
-"""dicom_node.volume.load_series: slice order, geometry, rescale, decoding, rejections."""
+"""dicom_node.synthesize.volume.load_series: slice order, geometry, rescale, decoding,
+rejections."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from dicom_node.volume import MAX_PIXELS_PER_SLICE, VolumeError, load_series
+from dicom_node.synthesize.volume import MAX_PIXELS_PER_SLICE, VolumeError, load_series
 from factories import (
     StudySpec,
     axial_series,

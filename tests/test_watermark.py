@@ -30,7 +30,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicom_node import watermark as wm
+from dicom_node.evidence import watermark as wm
 
 IDENTIFIER = wm.identifier_for(b'{"model": "mr-to-ct", "version": "2.1", "study": "1.2.3"}')
 DTYPES = (np.int16, np.uint16, np.uint8)

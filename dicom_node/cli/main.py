@@ -1,0 +1,468 @@
+"""The `dicom-node` command line (also `python -m dicom_node`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+if TYPE_CHECKING:
+    from storage.database import Database
+
+from dicom_node import __version__
+from dicom_node.config import Config, ConfigError, Destination, load_config
+from dicom_node.obs.logs import configure
+from inference.card import ModelCard
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The configuration, with logging (library warnings included) set up as it says."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure(config.logging.level)
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dicom_node.runtime.node import Node
+
+    config = _config(args)
+    Node(config).serve_forever()
+    return 0
+
+
+def _peer(args: argparse.Namespace, config: Config) -> Destination:
+    """A destination by name, or the node itself (its own AE on loopback)."""
+    if args.to:
+        try:
+            return config.destination(args.to)
+        except KeyError:
+            print(f"dicom-node: no destination named {args.to!r}", file=sys.stderr)
+            raise SystemExit(2) from None
+    host = "127.0.0.1" if config.node.host in ("0.0.0.0", "") else config.node.host
+    return Destination(name="node", ae_title=config.node.ae_title, host=host, port=config.node.port)
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from pynetdicom import AE
+
+    from dicom_node.net.tls import tls_args
+
+    config = _config(args)
+    peer = _peer(args, config)
+    ae = AE(ae_title=config.calling_ae_title)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args(peer, config.path)
+    )
+    if not assoc.is_established:
+        print(f"{peer.name}: no association with {peer.ae_title}@{peer.host}:{peer.port}")
+        return 1
+    status = assoc.send_c_echo()
+    assoc.release()
+    code = int(getattr(status, "Status", -1))
+    print(f"{peer.name}: C-ECHO status 0x{code:04X}")
+    return 0 if code == 0 else 1
+
+
+def _files(paths: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    return out
+
+
+def _send(args: argparse.Namespace) -> int:
+    from dicom_node.cli.send import SendError, scan, send
+    from dicom_node.dispatch.dispatcher import DeliveryError
+    from dicom_node.net.tls import tls_args
+
+    config = _config(args)
+    peer = _peer(args, config)
+    files, unreadable = scan(_files(args.paths))
+    for problem in unreadable:
+        print(problem, file=sys.stderr)
+    try:
+        report = send(peer, config.calling_ae_title, files, tls=tls_args(peer, config.path))
+    except (SendError, DeliveryError) as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"{peer.name}: stored {report.stored} of {len(files)} instance(s)")
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return 1 if unreadable or report.problems else 0
+
+
+def _guard_summary(card: ModelCard) -> str:
+    """Whether a model's card carries an input guard, and for which roles."""
+    if not card.guard:
+        return "no input guard"
+    roles = ", ".join(
+        f"{role} ({g.reference_cases} reference cases, threshold {g.threshold:.2f})"
+        for role, g in card.guard.items()
+    )
+    return f"input guard: {roles}"
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from inference.registry import load_registry
+
+    config = _config(args)
+    registry = load_registry(
+        config.models_dir, config.inference.providers, config.inference.intra_op_threads
+    )
+    rows = [
+        {
+            "id": m.card.id,
+            "version": m.card.version,
+            "inputs": list(m.card.input_roles),
+            "output": f"{m.card.output.role} ({m.card.output.modality}, {m.card.output.units})",
+            "spatial": m.card.spatial.mode,
+            "providers": list(m.providers),
+            "file": m.path.name,
+            "guard": _guard_summary(m.card),
+        }
+        for m in registry
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        for r in rows:
+            print(
+                f"{r['id']} {r['version']}: {' + '.join(r['inputs'])} -> {r['output']}; "
+                f"{r['spatial']}; providers {', '.join(r['providers'])}; {r['guard']}; "
+                f"{r['file']}"
+            )
+        if not rows:
+            print(f"no usable model in {config.models_dir}")
+    for problem in registry.refused:
+        print(f"refused: {problem}", file=sys.stderr)
+    return 0
+
+
+def _models_validate(args: argparse.Namespace) -> int:
+    from inference.registry import ModelError, load_model
+
+    config = _config(args)
+    status = 0
+    for path in map(Path, args.paths):
+        try:
+            model = load_model(path, config.inference.providers)
+        except ModelError as exc:
+            print(f"INVALID {exc}")
+            status = 1
+            continue
+        print(
+            f"OK {path.name}: {model.card.key}, providers {', '.join(model.providers)}; "
+            f"{_guard_summary(model.card)}"
+        )
+    return status
+
+
+def _read_only_database(config: Config) -> Database:
+    """The database as it is, for commands that only look: never created or migrated."""
+    from storage.database import Database, DatabaseUnavailable
+
+    try:
+        return Database(config.database_url, read_only=True)
+    except DatabaseUnavailable as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    from storage.models import Delivery, OutputSeries
+
+    config = _config(args)
+    db = _read_only_database(config)
+    with db.session() as session:
+        rows = session.execute(
+            select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
+        ).all()
+        for d, out in rows:
+            entry = {
+                "id": d.id,
+                "destination": d.destination,
+                "state": d.state.value,
+                "attempts": d.attempts,
+                "series_uid": out.series_uid,
+                "instances": out.instance_count,
+                "model": out.model_key,
+                "next_attempt_at": d.next_attempt_at.isoformat(),
+                "last_error": d.last_error,
+            }
+            print(
+                json.dumps(entry)
+                if args.json
+                else f"{d.id}\t{d.state.value}\t{d.destination}\t{d.attempts}\t{out.series_uid}"
+                f"\t{d.last_error or ''}"
+            )
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace) -> int:
+    from storage.database import Database
+    from storage.queue import reset_delivery
+
+    config = _config(args)
+    db = Database(config.database_url)
+    with db.session() as session:
+        ok = reset_delivery(session, args.id, datetime.now(UTC))
+    print(f"delivery {args.id}: {'queued for sending' if ok else 'not found or in flight'}")
+    return 0 if ok else 1
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    from storage.models import Job
+
+    config = _config(args)
+    db = _read_only_database(config)
+    with db.session() as session:
+        for job in session.scalars(select(Job).order_by(Job.id)):
+            print(
+                json.dumps(
+                    {
+                        "id": job.id,
+                        "study_uid": job.study.study_uid,
+                        "model": job.model_id,
+                        "version": job.model_version,
+                        "state": job.state.value,
+                        "attempts": job.attempts,
+                        "inputs": job.input_series,
+                        "output_series_uid": job.output_series_uid,
+                        "error": job.error,
+                    }
+                )
+            )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from dicom_node.evidence.verification import (
+        UnreadableFile,
+        dicom_files,
+        load_certificates,
+        verify_file,
+    )
+
+    config = _config(args)
+    own = config.path(config.signing.certificate_file)
+    trust_paths = [*map(config.path, config.signing.trusted_certificates), *args.trust]
+    if own.exists():
+        trust_paths.append(own)
+    try:
+        trusted = load_certificates(trust_paths)
+    except ValueError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 2
+    status = 0
+    for path in dicom_files(args.paths):
+        try:
+            verdict = verify_file(path, trusted)
+        except UnreadableFile as exc:
+            print(f"dicom-node: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        if args.json:
+            print(json.dumps(verdict.to_json()), flush=True)
+            continue
+        kind = "SYNTHETIC" if verdict.synthetic else "not marked synthetic"
+        trust = {True: ", trusted", False: ", untrusted signer", None: ""}[
+            verdict.certificate_trusted if verdict.signature == "valid" else None
+        ]
+        mark = f"found ({verdict.watermark_identifier})" if verdict.watermark else "absent"
+        print(f"{path}: {kind}{' - TAMPERED' if verdict.tampered else ''}")
+        print(
+            f"  Synthetic Data tag: {'YES' if verdict.synthetic_data_tag else 'no'}; "
+            f"synthesizing equipment: {'yes' if verdict.synthesizing_equipment else 'no'}"
+        )
+        if verdict.provenance:
+            p = verdict.provenance
+            print(
+                f"  provenance: model {p['model_id']} {p['model_version']} "
+                f"(sha256 {p['model_sha256'][:12]}…), created {p['created_at']}, "
+                f"record {verdict.provenance_identifier}"
+            )
+            for line in _assessment_lines(p):
+                print(f"  {line}")
+        else:
+            print("  provenance: absent")
+        print(f"  signature: {verdict.signature}{trust} ({verdict.signature_reason})")
+        print(
+            f"  watermark: {mark}"
+            + (
+                ""
+                if verdict.watermark_matches_provenance is None
+                else f", {'matches' if verdict.watermark_matches_provenance else 'DIFFERS FROM'}"
+                " the provenance record"
+            )
+        )
+        for reason in verdict.reasons:
+            print(f"  ! {reason}")
+    return status
+
+
+def _assessment_lines(provenance: dict[str, Any]) -> list[str]:
+    """The input guard's and the uncertainty's lines of a provenance record, for people."""
+    lines = []
+    guard = provenance.get("input_guard")
+    if guard and not guard["available"]:
+        lines.append(f"input guard ({guard['mode']}): the model has none; inputs not judged")
+    elif guard:
+        for a in guard["inputs"]:
+            verdict = "accepted" if a["accepted"] else "OUT OF DISTRIBUTION"
+            lines.append(
+                f"input guard ({guard['mode']}): {a['role']} series {a['series_uid']} "
+                f"{verdict}, score {a['score']:.2f} (threshold {a['threshold']:.2f})"
+            )
+    else:
+        lines.append("input guard: off")
+    spread = provenance.get("uncertainty")
+    if spread:
+        lines.append(
+            f"uncertainty: spread inside the head mean {spread['mean']:.3g} {spread['units']}, "
+            f"95th percentile {spread['p95']:.3g} {spread['units']} "
+            f"({' + '.join(spread['passes'])})"
+        )
+    else:
+        lines.append("uncertainty: not estimated")
+    return lines
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from dicom_node.evidence.keys import create_self_signed
+
+    config = _config(args)
+    key = config.path(config.signing.key_file)
+    cert = config.path(config.signing.certificate_file)
+    try:
+        create_self_signed(
+            key,
+            cert,
+            common_name=f"{config.node.ae_title} dicom-node signing",
+            overwrite=args.force,
+        )
+    except FileExistsError as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"key: {key}\ncertificate: {cert} (self-signed)")
+    return 0
+
+
+def _roles_explain(args: argparse.Namespace) -> int:
+    from dicom_node.route.explain import (
+        ExplainError,
+        explain,
+        series_from_database,
+        series_from_files,
+    )
+    from inference.registry import load_registry
+
+    config = _config(args)
+    target = Path(args.target)
+    try:
+        if target.exists():
+            series, sender = series_from_files(_files([args.target])), None
+        else:
+            series, sender = series_from_database(config, args.target)
+    except ExplainError as exc:
+        print(f"dicom-node: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    registry = load_registry(
+        config.models_dir, config.inference.providers, config.inference.intra_op_threads
+    )
+    for line in explain(series, config, {m.card.id: m.card for m in registry}, sender):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $DICOM_NODE_CONFIG, else built-ins)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the node").set_defaults(func=_serve)
+
+    echo = sub.add_parser("echo", help="C-ECHO the node, or a destination with --to")
+    echo.add_argument("--to", help="destination name from the configuration")
+    echo.set_defaults(func=_echo)
+
+    send = sub.add_parser("send", help="C-STORE files or folders to the node or --to")
+    send.add_argument("paths", nargs="+")
+    send.add_argument("--to", help="destination name from the configuration")
+    send.set_defaults(func=_send)
+
+    models = sub.add_parser("models", help="list or validate models").add_subparsers(
+        dest="models_command", required=True
+    )
+    listing = models.add_parser("list", help="models in models_dir")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_models_list)
+    validate = models.add_parser("validate", help="check model files and name every problem")
+    validate.add_argument("paths", nargs="+")
+    validate.set_defaults(func=_models_validate)
+
+    outbox = sub.add_parser("outbox", help="deliveries waiting, sent or parked").add_subparsers(
+        dest="outbox_command", required=True
+    )
+    olist = outbox.add_parser("list")
+    olist.add_argument("--json", action="store_true")
+    olist.set_defaults(func=_outbox_list)
+    retry = outbox.add_parser("retry", help="send a delivery again")
+    retry.add_argument("id", type=int)
+    retry.set_defaults(func=_outbox_retry)
+
+    verify = sub.add_parser("verify", help="is a file synthetic, and is its evidence intact?")
+    verify.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    verify.add_argument("--json", action="store_true", help="one JSON object per file")
+    verify.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        help="a certificate (PEM) to trust; repeatable",
+    )
+    verify.set_defaults(func=_verify)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    init = keys.add_parser("init", help="make a self-signed key and certificate")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.set_defaults(func=_keys_init)
+
+    roles = sub.add_parser("roles", help="series roles").add_subparsers(
+        dest="roles_command", required=True
+    )
+    explain = roles.add_parser(
+        "explain", help="dry run: which rule each series matches, and what routing decides"
+    )
+    explain.add_argument("target", help="a file or folder, or the Study Instance UID of a study")
+    explain.set_defaults(func=_roles_explain)
+
+    jobs = sub.add_parser("jobs", help="synthesis jobs").add_subparsers(
+        dest="jobs_command", required=True
+    )
+    jobs.add_parser("list").set_defaults(func=_jobs_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,1 @@
+"""Stage 4, dispatch: the outbox, and sending each delivery to its destination."""

@@ -1,0 +1,238 @@
+"""Dispatch: the outbox. Each delivery sends one whole output series to one destination.
+
+A delivery succeeds only when the destination answered every instance with a success
+or warning status (PS3.4 B.2.3: warnings mean it stored the instance). Otherwise it is
+retried with exponential backoff up to a cap, and parked with the reason after
+``dispatch.max_attempts``; an operator can retry a parked delivery. Resending a series
+is harmless: its UIDs are deterministic, so the destination replaces, never duplicates.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from dicom_node.config import Config, Destination
+from dicom_node.dicom.status import is_stored
+from dicom_node.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.net.patches import polling
+from dicom_node.net.tls import TLSArgs, tls_args
+from dicom_node.obs.logs import emit, get_logger
+from storage.database import Database
+from storage.models import AuditEvent, Delivery, DeliveryState
+from storage.queue import claim_delivery, worker_name
+from storage.spool import Spool, output_instance_key
+
+log = get_logger("dispatch")
+
+TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+
+
+class DeliveryError(RuntimeError):
+    """A send did not succeed; the message says what the destination did."""
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: int
+    destination: str
+    series_uid: str
+    study_uid: str
+    sop_class_uid: str
+    spool_key: str
+    instances: int
+    attempts: int
+
+
+def backoff(attempts: int, initial_s: float, cap_s: float) -> timedelta:
+    """initial · 2^(attempts-1), never more than the cap."""
+    return timedelta(seconds=min(cap_s, initial_s * 2 ** max(0, attempts - 1)))
+
+
+def _reachable(destination: Destination, timeout_s: float) -> None:
+    """Raises with the socket's own reason when nothing listens at the destination;
+    pynetdicom reports a refused connection only as an aborted association."""
+    try:
+        socket.create_connection((destination.host, destination.port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise DeliveryError(
+            f"{destination.name}: cannot connect to {destination.host}:{destination.port} "
+            f"({exc.strerror or exc})"
+        ) from exc
+
+
+def associate(
+    destination: Destination,
+    calling_ae: str,
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    timeout_s: float,
+    tls: TLSArgs | None,
+) -> Association:
+    """An association with ``destination`` proposing each (SOP class, transfer syntaxes)
+    presentation context; raises :class:`DeliveryError` saying why when none is made."""
+    _reachable(destination, timeout_s)
+    polling.install()
+    ae = AE(ae_title=calling_ae)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    ae.acse_timeout = timeout_s
+    ae.dimse_timeout = timeout_s
+    ae.network_timeout = timeout_s
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, list(syntaxes))
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
+    )
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise DeliveryError(f"{destination.name}: association rejected")
+        if assoc.is_aborted:
+            raise DeliveryError(f"{destination.name}: association aborted by the peer")
+        secure = " (TLS handshake failed?)" if tls else ""
+        raise DeliveryError(f"{destination.name}: association not established{secure}")
+    return assoc
+
+
+def send_files(
+    destination: Destination,
+    calling_ae: str,
+    paths: Sequence[Path],
+    sop_class_uid: str,
+    timeout_s: float = 60.0,
+    tls: TLSArgs | None = None,
+) -> int:
+    """C-STOREs every file on one association; returns how many were stored, or raises
+    naming the first instance the destination did not store."""
+    assoc = associate(destination, calling_ae, [(sop_class_uid, TRANSFER_SYNTAXES)], timeout_s, tls)
+    try:
+        for count, path in enumerate(paths):
+            polling.note_activity()
+            ds = pydicom.dcmread(path)
+            response = assoc.send_c_store(ds)
+            status = getattr(response, "Status", None)
+            if status is None:
+                raise DeliveryError(
+                    f"{destination.name}: no response for instance {count + 1} of "
+                    f"{len(paths)} (association lost or timed out)"
+                )
+            if not is_stored(int(status)):
+                raise DeliveryError(
+                    f"{destination.name}: refused instance {count + 1} of {len(paths)} "
+                    f"with status 0x{int(status):04X}"
+                )
+        return len(paths)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+class Dispatcher:
+    """The dispatch stage; one instance per dispatcher thread."""
+
+    def __init__(
+        self, config: Config, db: Database, spool: Spool, clock: Callable[[], datetime]
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.spool = spool
+        self.clock = clock
+        self.name = worker_name("dispatch")
+
+    def run_once(self) -> bool:
+        delivery = self._claim()
+        if delivery is None:
+            return False
+        try:
+            destination = self.config.destination(delivery.destination)
+        except KeyError:
+            self._finish(
+                delivery, f"destination {delivery.destination} is no longer configured", park=True
+            )
+            return True
+        paths = [
+            self.spool.path(output_instance_key(delivery.spool_key, i))
+            for i in range(delivery.instances)
+        ]
+        try:
+            send_files(
+                destination,
+                self.config.calling_ae_title,
+                paths,
+                delivery.sop_class_uid,
+                tls=tls_args(destination, self.config.path),
+            )
+        except (DeliveryError, OSError) as exc:
+            self._finish(delivery, str(exc), park=False)
+        except Exception as exc:  # the stage's outer loop: record, retry later, go on
+            self._finish(delivery, f"{type(exc).__name__}: {exc}", park=False)
+        else:
+            self._finish(delivery, None, park=False)
+        return True
+
+    def _claim(self) -> ClaimedDelivery | None:
+        with self.db.session() as session:
+            d = claim_delivery(session, self.name, self.clock(), timedelta(minutes=30))
+            if d is None:
+                return None
+            out = d.output_series
+            return ClaimedDelivery(
+                d.id,
+                d.destination,
+                out.series_uid,
+                out.study_uid,
+                out.sop_class_uid,
+                out.spool_key,
+                out.instance_count,
+                d.attempts,
+            )
+
+    def _finish(self, claimed: ClaimedDelivery, error: str | None, park: bool) -> None:
+        now = self.clock()
+        settings = self.config.dispatch
+        with self.db.session() as session:
+            d = session.get_one(Delivery, claimed.id)
+            d.lease_until = None
+            d.worker = None
+            if error is None:
+                d.state, d.delivered_at, d.last_error = DeliveryState.DONE, now, None
+                kind = "delivery.done"
+            elif park or claimed.attempts >= settings.max_attempts:
+                d.state, d.last_error = DeliveryState.PARKED, error
+                kind = "delivery.parked"
+            else:
+                d.state, d.last_error = DeliveryState.PENDING, error
+                d.next_attempt_at = now + backoff(
+                    claimed.attempts, settings.backoff_initial_s, settings.backoff_max_s
+                )
+                kind = "delivery.retry"
+            session.add(
+                AuditEvent(
+                    at=now,
+                    kind=kind,
+                    study_uid=claimed.study_uid,
+                    series_uid=claimed.series_uid,
+                    detail={
+                        "destination": claimed.destination,
+                        "attempt": claimed.attempts,
+                        "error": error,
+                    },
+                )
+            )
+        emit(
+            log,
+            kind,
+            20 if error is None else 30,
+            delivery_id=claimed.id,
+            destination=claimed.destination,
+            series_uid=claimed.series_uid,
+            instances=claimed.instances,
+            attempt=claimed.attempts,
+            error=error,
+        )

@@ -1,0 +1,1 @@
+"""Running the stages: ``serve``."""

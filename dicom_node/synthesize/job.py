@@ -1,0 +1,466 @@
+"""Infer and label: a job's input series → model → synthetic series in the spool → outbox.
+
+A worker claims one job, decodes its inputs, judges them with the model's input guard
+(as the route says: refuse, warn or off), runs the model (twice, input and mirrored
+input, when the route asks for uncertainty), writes the output instances to the spool
+(deterministic UIDs and file names, so a re-run overwrites) — and the uncertainty map
+series when the route asks for it — and then commits in one transaction the output
+rows, one delivery per destination and output, the audit records and the job's end. A
+crash anywhere before that commit leaves the job to be claimed again; nothing is
+half-delivered because deliveries only exist after it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dicom_node import __version__
+from dicom_node.config import Config
+from dicom_node.dicom.attributes import number
+from dicom_node.dicom.sop_classes import VOLUME_IMAGE_SOP_CLASSES
+from dicom_node.dicom.uids import output_series_uid, uncertainty_series_uid
+from dicom_node.evidence.keys import Signer
+from dicom_node.evidence.marking import default_mark
+from dicom_node.evidence.provenance import (
+    GuardRecord,
+    InputRecord,
+    ProvenanceRecord,
+    UncertaintyRecord,
+)
+from dicom_node.obs.logs import emit, get_logger
+from dicom_node.synthesize.enhanced import CT_OUTPUT_SOP_CLASSES, build_output
+from dicom_node.synthesize.input_guard import assess_inputs, enforce
+from dicom_node.synthesize.label import Marking
+from dicom_node.synthesize.volume import SeriesVolume, VolumeError, load_series
+from inference.card import ModelCard
+from inference.geometry import Volume
+from inference.predict import Augmentation, InferenceError
+from inference.registry import LoadedModel, Registry
+from inference.reorient import predict_in_plane
+from inference.uncertainty import spread_figures
+from storage.database import Database
+from storage.instances import SeriesAttributes, upsert_series
+from storage.models import (
+    AuditEvent,
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobState,
+    OutputSeries,
+    Series,
+)
+from storage.queue import claim_job, worker_name
+from storage.spool import Spool, output_instance_key, output_series_key
+
+log = get_logger("synthesize")
+
+
+class JobError(ValueError):
+    """The job cannot succeed as it stands (bad input, model gone); retrying won't help."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    study_uid: str
+    model_id: str
+    model_version: str
+    input_series: tuple[str, ...]
+    send_to: tuple[str, ...]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Output:
+    series_uid: str
+    sop_class_uid: str
+    spool_key: str
+    provenance: ProvenanceRecord
+    description: str
+    series_number: int | None
+    members: tuple[tuple[str, int], ...]
+    """(SOP Instance UID, size in bytes) of each instance, in slice order."""
+
+    @property
+    def instances(self) -> int:
+        return len(self.members)
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Synthesizer:
+    """The infer + label stage; one instance per worker thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        spool: Spool,
+        registry: Registry,
+        clock: Callable[[], datetime],
+        signer: Signer | None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.spool = spool
+        self.registry = registry
+        self.clock = clock
+        self.signer = signer
+        self.name = worker_name("synthesize")
+
+    def run_once(self) -> bool:
+        """Claims and runs one job; False when there was none."""
+        job = self._claim()
+        if job is None:
+            return False
+        emit(
+            log,
+            "job.started",
+            job_id=job.id,
+            study_uid=job.study_uid,
+            model=job.model_id,
+            attempt=job.attempts,
+        )
+        try:
+            outputs = self._synthesize(job)
+        except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused too
+            self._fail(job, str(exc), retry=False)
+        except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
+            self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+        else:
+            self._complete(job, outputs)
+        return True
+
+    def _claim(self) -> ClaimedJob | None:
+        lease = timedelta(seconds=self.config.scheduler.job_lease_seconds)
+        with self.db.session() as session:
+            job = claim_job(session, self.name, self.clock(), lease)
+            if job is None:
+                return None
+            return ClaimedJob(
+                job.id,
+                job.study.study_uid,
+                job.model_id,
+                job.model_version,
+                tuple(job.input_series),
+                tuple(job.send_to),
+                job.attempts,
+            )
+
+    def _model(self, job: ClaimedJob) -> LoadedModel:
+        model = self.registry.get(job.model_id)
+        if model is None:
+            raise JobError(f"model {job.model_id} is not loaded on this node")
+        if model.card.version != job.model_version:
+            raise JobError(
+                f"job was routed for {job.model_id} version {job.model_version}, "
+                f"this node has version {model.card.version}"
+            )
+        return model
+
+    def _inputs(self, job: ClaimedJob) -> list[SeriesVolume]:
+        with self.db.session() as session:
+            keys = {uid: _instance_keys(session, uid) for uid in job.input_series}
+        volumes = []
+        for uid in job.input_series:
+            if not keys[uid]:
+                raise JobError(f"series {uid}: no instances indexed")
+            volumes.append(load_series([self.spool.path(k) for k in keys[uid]], uid))
+        return volumes
+
+    def _marking(self, card: ModelCard) -> Marking:
+        route = self.config.route(card.id)
+        mark = route.visible_mark if route and route.visible_mark else None
+        return Marking(
+            **self.config.synthetic.model_dump(),
+            visible_mark=mark or default_mark(card.output.modality),
+            signer=self.signer,
+        )
+
+    def _judge(
+        self, job: ClaimedJob, card: ModelCard, sources: list[SeriesVolume]
+    ) -> GuardRecord | None:
+        """The route's input guard on the decoded inputs; raises ``InputRefused`` (the
+        job fails, not retried) when a ``refuse`` route's input is out of distribution."""
+        route = self.config.route(card.id)
+        record = assess_inputs(card, sources, route.input_guard if route else "refuse")
+        if record is not None:
+            for verdict in record.refused:
+                emit(
+                    log,
+                    "job.input_refused"
+                    if record.mode == "refuse"
+                    else "job.input_out_of_distribution",
+                    40 if record.mode == "refuse" else 30,
+                    job_id=job.id,
+                    study_uid=job.study_uid,
+                    model=card.key,
+                    series_uid=verdict.series_uid,
+                    role=verdict.role,
+                    score=verdict.score,
+                    threshold=verdict.threshold,
+                    feature=verdict.feature,
+                )
+        enforce(card, record)
+        return record
+
+    def _predict(
+        self, model: LoadedModel, sources: list[SeriesVolume]
+    ) -> tuple[Volume, Volume | None, UncertaintyRecord | None]:
+        """The output; its per-voxel spread when the route asks for the map; its
+        uncertainty figures when the route asks for them."""
+        card = model.card
+        volumes = [s.volume for s in sources]
+        batch = self.config.inference.batch_size
+        route = self.config.route(card.id)
+        if route is not None and not route.uncertainty:
+            return predict_in_plane(model, volumes, batch).output, None, None
+        prediction = predict_in_plane(model, volumes, batch, Augmentation())
+        figures = spread_figures(prediction.output.array, prediction.spread, card)
+        record = UncertaintyRecord(
+            method="test-time augmentation: per-voxel standard deviation across passes",
+            passes=prediction.passes,
+            units=card.output.units,
+            region=figures.region,
+            mean=round(figures.mean, 3),
+            p95=round(figures.p95, 3),
+        )
+        spread = None
+        if route is not None and route.uncertainty_map:
+            spread = Volume(prediction.spread, prediction.output.geometry)
+        return prediction.output, spread, record
+
+    def _write(self, datasets: list[Dataset], provenance: ProvenanceRecord) -> Output:
+        """Writes one series' instances to the spool (deterministic keys: a re-run
+        overwrites) and describes what was written."""
+        key = output_series_key(provenance.output_series_uid)
+        members = []
+        for index, ds in enumerate(datasets):
+            size = self.spool.write(output_instance_key(key, index), _encode(ds))
+            members.append((str(ds.SOPInstanceUID), size))
+        first = datasets[0]
+        return Output(
+            provenance.output_series_uid,
+            str(first.SOPClassUID),
+            key,
+            provenance,
+            str(first.SeriesDescription),
+            number(first, "SeriesNumber"),
+            tuple(members),
+        )
+
+    def _synthesize(self, job: ClaimedJob) -> list[Output]:
+        """The output series, then its uncertainty map series when the route asks."""
+        model = self._model(job)
+        card = model.card
+        sources = self._inputs(job)
+        guard = self._judge(job, card, sources)
+        result, spread, uncertainty = self._predict(model, sources)
+        now = self.clock()
+        series_uid = output_series_uid(job.input_series, card.id, card.version)
+        provenance = ProvenanceRecord(
+            node_name=self.config.node.ae_title,
+            node_version=__version__,
+            ae_title=self.config.node.ae_title,
+            model_id=card.id,
+            model_version=card.version,
+            model_sha256=model.sha256,
+            providers=model.providers,
+            inputs=tuple(
+                InputRecord(role, s.series_uid, len(s.headers), s.pixel_sha256)
+                for role, s in zip(card.input_roles, sources, strict=True)
+            ),
+            study_uid=job.study_uid,
+            output_series_uid=series_uid,
+            output_role=card.output.role,
+            route_destinations=job.send_to,
+            created_at=now.isoformat(),
+            input_guard=guard,
+            uncertainty=uncertainty,
+        )
+        marking = self._marking(card)
+        route = self.config.route(card.id)
+        form = route.output_format if route else "classic"
+        outputs = [
+            self._write(
+                build_output(form, result, sources, card, provenance, marking, now), provenance
+            )
+        ]
+        if spread is not None:
+            of_map = replace(provenance, output_series_uid=uncertainty_series_uid(series_uid))
+            datasets = build_output(
+                form, spread, sources, card, of_map, marking, now, uncertainty_map=True
+            )
+            outputs.append(self._write(datasets, of_map))
+        return outputs
+
+    def _complete(self, job: ClaimedJob, outputs: list[Output]) -> None:
+        """Commits every output series of the job (the synthetic image first, then its
+        uncertainty map), their deliveries and the job's end in one transaction."""
+        now = self.clock()
+        with self.db.session() as session:
+            for output in outputs:
+                _record_output(session, job, output, self.config.node.ae_title, now)
+            db_job = session.get_one(Job, job.id)
+            db_job.state = JobState.DONE
+            db_job.error = None
+            db_job.output_series_uid = outputs[0].series_uid
+            db_job.lease_until = None
+            db_job.updated_at = now
+        emit(
+            log,
+            "job.done",
+            job_id=job.id,
+            study_uid=job.study_uid,
+            series_uid=outputs[0].series_uid,
+            instances=outputs[0].instances,
+            uncertainty_map=outputs[1].series_uid if len(outputs) > 1 else None,
+            providers=list(outputs[0].provenance.providers),
+            send_to=list(job.send_to),
+        )
+
+    def _fail(self, job: ClaimedJob, reason: str, retry: bool) -> None:
+        now = self.clock()
+        final = not retry or job.attempts >= self.config.scheduler.job_max_attempts
+        with self.db.session() as session:
+            db_job = session.get_one(Job, job.id)
+            db_job.state = JobState.FAILED if final else JobState.PENDING
+            db_job.error = reason[:4000]
+            db_job.lease_until = None
+            db_job.worker = None
+            db_job.updated_at = now
+            session.add(
+                AuditEvent(
+                    at=now,
+                    kind="job.failed" if final else "job.retry",
+                    study_uid=job.study_uid,
+                    job_id=job.id,
+                    detail={"reason": reason[:4000], "attempt": job.attempts},
+                )
+            )
+        emit(
+            log,
+            "job.failed" if final else "job.retry",
+            40,
+            job_id=job.id,
+            study_uid=job.study_uid,
+            model=job.model_id,
+            reason=reason[:500],
+        )
+
+
+def _record_output(
+    session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
+) -> None:
+    """One output series' row, its outbox rows, its index entries and its audit event."""
+    row = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == output.series_uid))
+    if row is None:
+        row = OutputSeries(series_uid=output.series_uid, created_at=now)
+        session.add(row)
+    row.job_id = job.id
+    row.study_uid = job.study_uid
+    row.sop_class_uid = output.sop_class_uid
+    row.spool_key = output.spool_key
+    row.instance_count = output.instances
+    row.model_key = f"{job.model_id}@{job.model_version}"
+    row.provenance = output.provenance.to_dict()
+    session.flush()
+    _queue_deliveries(session, row.id, job.send_to, now)
+    _index_output(session, job, output, ae_title, now)
+    session.add(
+        AuditEvent(
+            at=now,
+            kind="series.synthesized",
+            study_uid=job.study_uid,
+            series_uid=output.series_uid,
+            job_id=job.id,
+            detail=output.provenance.to_dict(),
+        )
+    )
+
+
+def _instance_keys(session: Session, series_uid: str) -> list[str]:
+    """The series' image instances; other objects in it (raw data, presentation states,
+    private objects) are no part of its volume (:mod:`dicom_node.dicom.sop_classes`)."""
+    return list(
+        session.scalars(
+            select(Instance.spool_key)
+            .join(Series, Series.id == Instance.series_id)
+            .where(
+                Series.series_uid == series_uid,
+                Instance.sop_class_uid.in_(VOLUME_IMAGE_SOP_CLASSES),
+            )
+            .order_by(Instance.id)
+        )
+    )
+
+
+def _index_output(
+    session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
+) -> None:
+    """Makes the output queryable and retrievable like a received series (Q/R SCP),
+    without re-opening its study: nothing new arrived from outside."""
+    study_id = session.get_one(Job, job.id).study_id
+    series_id = upsert_series(
+        session,
+        study_id,
+        output.series_uid,
+        "CT" if output.sop_class_uid in CT_OUTPUT_SOP_CLASSES else "MR",
+        output.sop_class_uid,
+        SeriesAttributes(output.series_number, output.description[:64]),
+    )
+    for index, (sop_uid, size) in enumerate(output.members):
+        values = {
+            "sop_class_uid": output.sop_class_uid,
+            "transfer_syntax_uid": ExplicitVRLittleEndian,
+            "spool_key": output_instance_key(output.spool_key, index),
+            "size_bytes": size,
+            "received_at": now,
+            "calling_ae": ae_title,
+            "instance_number": index + 1,
+        }
+        row = session.scalar(
+            select(Instance).where(
+                Instance.series_id == series_id, Instance.sop_instance_uid == sop_uid
+            )
+        )
+        if row is None:
+            session.add(Instance(series_id=series_id, sop_instance_uid=sop_uid, **values))
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+
+
+def _queue_deliveries(
+    session: Session, output_id: int, destinations: Sequence[str], now: datetime
+) -> None:
+    """One outbox row per destination; a re-run re-arms rows that already exist."""
+    for name in destinations:
+        delivery = session.scalar(
+            select(Delivery).where(
+                Delivery.output_series_id == output_id, Delivery.destination == name
+            )
+        )
+        if delivery is None:
+            delivery = Delivery(output_series_id=output_id, destination=name, created_at=now)
+            session.add(delivery)
+        delivery.state = DeliveryState.PENDING
+        delivery.attempts = 0
+        delivery.next_attempt_at = now
+        delivery.last_error = None
+        delivery.lease_until = None
+        delivery.worker = None
