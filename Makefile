@@ -27,6 +27,7 @@ install-test: system-deps $(BIN)/python
 lint:
 	$(BIN)/ruff check $(PACKAGES) tests bench tools
 	$(BIN)/ruff format --check $(PACKAGES) tests bench tools
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy

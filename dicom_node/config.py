@@ -190,6 +190,7 @@ class SyntheticSettings(_Section):
 
 class Destination(_Section):
     name: str = Field(min_length=1)
+    type: Literal["dimse"] = Field("dimse", description="how deliveries reach it: C-STORE")
     ae_title: AETitle
     host: str
     port: int = Field(ge=1, le=65535)

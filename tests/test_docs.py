@@ -11,8 +11,8 @@ from pynetdicom import AllStoragePresentationContexts
 
 from dicom_node.config import Config
 from dicom_node.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 from dicom_node.query import dimse
-from dicom_node.receive.scp import ACCEPTED_TRANSFER_SYNTAXES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ROOT = DOCS.parent

@@ -53,25 +53,28 @@ def _peer(args: argparse.Namespace, config: Config) -> Destination:
 
 
 def _echo(args: argparse.Namespace) -> int:
-    from pynetdicom import AE
-
+    from dicom_node.dicom.status import VerificationStatus
+    from dicom_node.net.ae import UNCOMPRESSED, VERIFICATION, AssociationError, associate
     from dicom_node.net.tls import tls_args
 
     config = _config(args)
     peer = _peer(args, config)
-    ae = AE(ae_title=config.calling_ae_title)
-    ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(
-        peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args(peer, config.path)
-    )
-    if not assoc.is_established:
-        print(f"{peer.name}: no association with {peer.ae_title}@{peer.host}:{peer.port}")
+    try:
+        assoc = associate(
+            peer,
+            config.calling_ae_title,
+            [(VERIFICATION, UNCOMPRESSED)],
+            timeout_s=30.0,
+            tls=tls_args(peer, config.path),
+        )
+    except AssociationError as exc:
+        print(f"{peer.name}: no association with {peer.ae_title}@{peer.host}:{peer.port} ({exc})")
         return 1
     status = assoc.send_c_echo()
     assoc.release()
     code = int(getattr(status, "Status", -1))
     print(f"{peer.name}: C-ECHO status 0x{code:04X}")
-    return 0 if code == 0 else 1
+    return 0 if code == VerificationStatus.SUCCESS else 1
 
 
 def _files(paths: Sequence[str]) -> list[Path]:
@@ -83,7 +86,7 @@ def _files(paths: Sequence[str]) -> list[Path]:
 
 def _send(args: argparse.Namespace) -> int:
     from dicom_node.cli.send import SendError, scan, send
-    from dicom_node.dispatch.dispatcher import DeliveryError
+    from dicom_node.net.ae import AssociationError
     from dicom_node.net.tls import tls_args
 
     config = _config(args)
@@ -93,7 +96,7 @@ def _send(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     try:
         report = send(peer, config.calling_ae_title, files, tls=tls_args(peer, config.path))
-    except (SendError, DeliveryError) as exc:
+    except (SendError, AssociationError) as exc:
         print(f"dicom-node: {exc}", file=sys.stderr)
         return 1
     print(f"{peer.name}: stored {report.stored} of {len(files)} instance(s)")

@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom.association import Association
 
 from dicom_node.config import Destination
 from dicom_node.dicom.status import is_stored
-from dicom_node.dispatch.dispatcher import DeliveryError, associate
+from dicom_node.net.ae import UNCOMPRESSED, AssociationError, associate
 from dicom_node.net.patches import polling
 from dicom_node.net.tls import TLSArgs
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128
 """Presentation context IDs are the odd numbers 1–255 (PS3.8 9.3.2.2)."""
 
@@ -87,7 +86,7 @@ def send(
     """C-STOREs ``files`` on one association and reports, per file, what the peer did.
 
     Raises :class:`SendError` when the files need more presentation contexts than one
-    association can carry, :class:`DeliveryError` when no association is made or it is
+    association can carry, :class:`AssociationError` when no association is made or it is
     lost."""
     contexts = contexts_for(files)
     if len(contexts) > MAX_CONTEXTS:
@@ -149,7 +148,7 @@ def _send_one(
     response = assoc.send_c_store(ds)
     status = getattr(response, "Status", None)
     if status is None:
-        raise DeliveryError(f"{peer}: no response for {f.path} (association lost or timed out)")
+        raise AssociationError(f"{peer}: no response for {f.path} (association lost or timed out)")
     if is_stored(int(status)):
         report.stored += 1
     else:

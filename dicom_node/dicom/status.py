@@ -14,6 +14,13 @@ class StoreStatus(IntEnum):
     ELEMENTS_DISCARDED = 0xB006
 
 
+class VerificationStatus(IntEnum):
+    """C-ECHO response statuses (PS3.7 9.1.5.1.4)."""
+
+    SUCCESS = 0x0000
+    REFUSED_SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+
 class QueryRetrieveStatus(IntEnum):
     """C-FIND, C-GET and C-MOVE response statuses (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4;
     PS3.7 C.5 for the general ones)."""

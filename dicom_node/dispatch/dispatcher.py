@@ -9,21 +9,14 @@ is harmless: its UIDs are deterministic, so the destination replaces, never dupl
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pydicom
-from pynetdicom import AE
-from pynetdicom.association import Association
-
-from dicom_node.config import Config, Destination
-from dicom_node.dicom.status import is_stored
-from dicom_node.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from dicom_node.net.patches import polling
-from dicom_node.net.tls import TLSArgs, tls_args
+from dicom_node.config import Config
+from dicom_node.dispatch.destinations.base import DeliveryError
+from dicom_node.dispatch.destinations.registry import sender_for
+from dicom_node.net.ae import AssociationError
 from dicom_node.obs.logs import emit, get_logger
 from storage.database import Database
 from storage.models import AuditEvent, Delivery, DeliveryState
@@ -31,12 +24,6 @@ from storage.queue import claim_delivery, worker_name
 from storage.spool import Spool, output_instance_key
 
 log = get_logger("dispatch")
-
-TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
-
-
-class DeliveryError(RuntimeError):
-    """A send did not succeed; the message says what the destination did."""
 
 
 @dataclass(frozen=True)
@@ -54,83 +41,6 @@ class ClaimedDelivery:
 def backoff(attempts: int, initial_s: float, cap_s: float) -> timedelta:
     """initial · 2^(attempts-1), never more than the cap."""
     return timedelta(seconds=min(cap_s, initial_s * 2 ** max(0, attempts - 1)))
-
-
-def _reachable(destination: Destination, timeout_s: float) -> None:
-    """Raises with the socket's own reason when nothing listens at the destination;
-    pynetdicom reports a refused connection only as an aborted association."""
-    try:
-        socket.create_connection((destination.host, destination.port), timeout=timeout_s).close()
-    except OSError as exc:
-        raise DeliveryError(
-            f"{destination.name}: cannot connect to {destination.host}:{destination.port} "
-            f"({exc.strerror or exc})"
-        ) from exc
-
-
-def associate(
-    destination: Destination,
-    calling_ae: str,
-    contexts: Sequence[tuple[str, Sequence[str]]],
-    timeout_s: float,
-    tls: TLSArgs | None,
-) -> Association:
-    """An association with ``destination`` proposing each (SOP class, transfer syntaxes)
-    presentation context; raises :class:`DeliveryError` saying why when none is made."""
-    _reachable(destination, timeout_s)
-    polling.install()
-    ae = AE(ae_title=calling_ae)
-    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    ae.acse_timeout = timeout_s
-    ae.dimse_timeout = timeout_s
-    ae.network_timeout = timeout_s
-    for sop_class, syntaxes in contexts:
-        ae.add_requested_context(sop_class, list(syntaxes))
-    assoc = ae.associate(
-        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
-    )
-    if not assoc.is_established:
-        if assoc.is_rejected:
-            raise DeliveryError(f"{destination.name}: association rejected")
-        if assoc.is_aborted:
-            raise DeliveryError(f"{destination.name}: association aborted by the peer")
-        secure = " (TLS handshake failed?)" if tls else ""
-        raise DeliveryError(f"{destination.name}: association not established{secure}")
-    return assoc
-
-
-def send_files(
-    destination: Destination,
-    calling_ae: str,
-    paths: Sequence[Path],
-    sop_class_uid: str,
-    timeout_s: float = 60.0,
-    tls: TLSArgs | None = None,
-) -> int:
-    """C-STOREs every file on one association; returns how many were stored, or raises
-    naming the first instance the destination did not store."""
-    assoc = associate(destination, calling_ae, [(sop_class_uid, TRANSFER_SYNTAXES)], timeout_s, tls)
-    try:
-        for count, path in enumerate(paths):
-            polling.note_activity()
-            ds = pydicom.dcmread(path)
-            response = assoc.send_c_store(ds)
-            status = getattr(response, "Status", None)
-            if status is None:
-                raise DeliveryError(
-                    f"{destination.name}: no response for instance {count + 1} of "
-                    f"{len(paths)} (association lost or timed out)"
-                )
-            if not is_stored(int(status)):
-                raise DeliveryError(
-                    f"{destination.name}: refused instance {count + 1} of {len(paths)} "
-                    f"with status 0x{int(status):04X}"
-                )
-        return len(paths)
-    finally:
-        if assoc.is_established:
-            assoc.release()
 
 
 class Dispatcher:
@@ -161,14 +71,8 @@ class Dispatcher:
             for i in range(delivery.instances)
         ]
         try:
-            send_files(
-                destination,
-                self.config.calling_ae_title,
-                paths,
-                delivery.sop_class_uid,
-                tls=tls_args(destination, self.config.path),
-            )
-        except (DeliveryError, OSError) as exc:
+            sender_for(destination)(destination, paths, delivery.sop_class_uid, self.config)
+        except (DeliveryError, AssociationError, OSError) as exc:
             self._finish(delivery, str(exc), park=False)
         except Exception as exc:  # the stage's outer loop: record, retry later, go on
             self._finish(delivery, f"{type(exc).__name__}: {exc}", park=False)

@@ -18,10 +18,10 @@ from cryptography import x509
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom_node.dicom.codes import SYNTHESIZING_EQUIPMENT
 from dicom_node.evidence.provenance import read_private_block
 from dicom_node.evidence.signature import verify_dataset
 from dicom_node.evidence.watermark import detect
-from dicom_node.route.routing import SYNTHESIZING_EQUIPMENT
 
 
 class UnreadableFile(ValueError):

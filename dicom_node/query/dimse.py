@@ -34,6 +34,7 @@ from dicom_node.config import Config
 from dicom_node.dicom.attributes import BY_KEYWORD, Key, Level
 from dicom_node.dicom.status import QueryRetrieveStatus
 from dicom_node.net.access import AccessPolicy
+from dicom_node.net.ae import UNCOMPRESSED
 from dicom_node.net.tls import tls_args
 from dicom_node.obs.logs import emit, get_logger
 from storage.database import Database
@@ -318,7 +319,7 @@ class QueryRetrieveSCP:
                 answers = list(find(session, identifier))
         except QueryError as exc:
             emit(log, "find.refused", 30, reason=str(exc))
-            yield 0xA900, None
+            yield QueryRetrieveStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
             return
         emit(
             log,
@@ -329,9 +330,9 @@ class QueryRetrieveSCP:
         )
         for answer in answers:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield QueryRetrieveStatus.CANCEL, None
                 return
-            yield 0xFF00, answer
+            yield QueryRetrieveStatus.PENDING, answer
 
     def _instances(self, event: Event) -> list[tuple[str, str, str, str]] | None:
         try:
@@ -382,7 +383,7 @@ class QueryRetrieveSCP:
         keys = self._instances(event)
         if keys is None:
             yield 0
-            yield 0xA900, None
+            yield QueryRetrieveStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
             return
         emit(
             log, "get", instances=len(keys), calling_ae=str(event.assoc.requestor.ae_title).strip()
@@ -432,7 +433,7 @@ def _contexts(keys: Sequence[tuple[str, str, str, str]]) -> list[Any]:
     by_class: dict[str, list[str]] = {}
     for _, sop_class, syntax, _ in keys:
         syntaxes = by_class.setdefault(sop_class, [])
-        for ts in (syntax, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"):
+        for ts in (syntax, *UNCOMPRESSED):
             if ts not in syntaxes:
                 syntaxes.append(ts)
     return [build_context(sop_class, syntaxes) for sop_class, syntaxes in by_class.items()][:128]

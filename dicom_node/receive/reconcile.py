@@ -18,9 +18,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import update
 
+from dicom_node.dicom.truncation import incomplete
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.receive.scp import InvalidInstance, describe_instance
-from dicom_node.synthesize.volume import incomplete
 from storage.database import Database
 from storage.instances import indexed_keys, record_instance, superseding_row
 from storage.models import Study, StudyState

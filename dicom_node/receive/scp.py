@@ -22,18 +22,10 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pynetdicom import (
-    AE,
-    AllStoragePresentationContexts,
-    evt,
-    register_uid,
-)
-from pynetdicom import _config as pynetdicom_config
+from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_ASSOCIATE
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,11 +37,16 @@ from dicom_node.dicom.attributes import (
     study_attributes,
 )
 from dicom_node.dicom.filemeta import file_meta
-from dicom_node.dicom.sop_classes import VENDOR_PRIVATE_STORAGE_SOP_CLASSES
-from dicom_node.dicom.status import RejectReason, RejectResult, RejectSource, StoreStatus
-from dicom_node.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from dicom_node.dicom.status import (
+    RejectReason,
+    RejectResult,
+    RejectSource,
+    StoreStatus,
+    VerificationStatus,
+)
 from dicom_node.net.access import AccessPolicy
-from dicom_node.net.patches import polling, socket_reads, store_responses
+from dicom_node.net.ae import listening_ae
+from dicom_node.net.patches import polling
 from dicom_node.net.tls import server_context
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.query import dimse
@@ -59,25 +56,6 @@ from storage.instances import ReceivedInstance, record_instance
 from storage.spool import Spool, SpoolError, instance_key
 
 log = get_logger("receive")
-
-ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
-    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
-    "1.2.840.10008.1.2.4.203",  # HTJ2K
-)
 
 _UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 """Digits and dots (PS3.5 9.1). Leading zeros in a component, which the standard
@@ -287,7 +265,7 @@ def _with_size(rec: ReceivedInstance, size: int) -> ReceivedInstance:
 
 def _on_echo(event: Event) -> int:
     emit(log, "echo", 10, calling_ae=str(event.assoc.requestor.ae_title).strip())
-    return 0x0000
+    return VerificationStatus.SUCCESS
 
 
 def _on_rejected(event: Event) -> None:
@@ -333,13 +311,6 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _register_vendor_storage() -> None:
-    """Teaches pynetdicom the vendors' private storage SOP classes, so that their C-STOREs
-    reach the store handler (pynetdicom answers unknown classes itself, with a failure)."""
-    for uid, keyword in VENDOR_PRIVATE_STORAGE_SOP_CLASSES.items():
-        register_uid(uid, keyword, StorageServiceClass)  # idempotent
-
-
 class StorageSCP:
     """The listening Application Entity; runs its own threads (one per association)."""
 
@@ -355,31 +326,6 @@ class StorageSCP:
         self._server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
 
-    def _make_ae(self) -> AE:
-        _register_vendor_storage()
-        node = self.config.node
-        ae = AE(ae_title=node.ae_title)
-        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        ae.add_supported_context(Verification)
-        for sop_class in dimse.SOP_CLASSES:
-            ae.add_supported_context(sop_class)
-        storage = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
-        for sop_class in (*storage, *VENDOR_PRIVATE_STORAGE_SOP_CLASSES):
-            # SCU role too: a C-GET's instances travel back on the requestor's association.
-            ae.add_supported_context(
-                sop_class,
-                list(ACCEPTED_TRANSFER_SYNTAXES),
-                scu_role=True,
-                scp_role=True,
-            )
-        ae.maximum_pdu_size = node.max_pdu_size
-        ae.maximum_associations = node.maximum_associations
-        ae.network_timeout = node.network_timeout_s
-        ae.acse_timeout = node.acse_timeout_s
-        ae.dimse_timeout = node.dimse_timeout_s
-        return ae
-
     def start(self) -> tuple[str, int]:
         """Starts listening; returns the bound (host, port) (port 0 picks a free one)."""
         handlers: list[Any] = [
@@ -393,16 +339,8 @@ class StorageSCP:
             (evt.EVT_ESTABLISHED, _on_established),
         ]
         node = self.config.node
-        polling.install()
-        socket_reads.install()
-        store_responses.install()
-        # pynetdicom's own per-message log handlers format every PDU and DIMSE message
-        # (and copy every received data set to test it for emptiness) even though its
-        # logger is held at WARNING (dicom_node.obs.logs): a fifth of the receive path's CPU.
-        # The node logs its own events instead. Applies to associations made from now on.
-        pynetdicom_config.LOG_HANDLER_LEVEL = "none"
         tls = server_context(node.tls, self.config.path) if node.tls else None
-        server = self._make_ae().start_server(
+        server = listening_ae(node, dimse.SOP_CLASSES).start_server(
             (node.host, node.port), block=False, evt_handlers=handlers, ssl_context=tls
         )
         if server is None:

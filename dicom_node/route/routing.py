@@ -19,13 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_node.config import Route
+from dicom_node.dicom.codes import SYNTHESIZING_EQUIPMENT
 from dicom_node.dicom.sop_classes import is_volume_image
 from dicom_node.evidence.provenance import PRIVATE_CREATOR
 from dicom_node.roles.rules import RoleRules, attribute, recognise
 from inference.card import ModelCard
 from storage.models import AuditEvent, Job, JobState, Study
-
-SYNTHESIZING_EQUIPMENT = ("109100", "DCM")
 
 
 @dataclass(frozen=True)
