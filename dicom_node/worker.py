@@ -7,7 +7,10 @@ input, when the route asks for uncertainty), writes the output instances to the 
 series when the route asks for it — and then commits in one transaction the output
 rows, one delivery per destination and output, the audit records and the job's end. A
 crash anywhere before that commit leaves the job to be claimed again; nothing is
-half-delivered because deliveries only exist after it.
+half-delivered because deliveries only exist after it. The worker renews its lease while
+it works (storage.heartbeat), and that commit — or the job's failure — is written only
+while its claim still holds the job: a worker whose job was handed out again writes
+nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from inference.registry import LoadedModel, Registry
 from inference.reorient import predict_in_plane
 from inference.uncertainty import spread_figures
 from storage.database import Database
+from storage.heartbeat import Heartbeat
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
     AuditEvent,
@@ -53,7 +57,7 @@ from storage.models import (
     OutputSeries,
     Series,
 )
-from storage.queue import claim_job, worker_name
+from storage.queue import claim_job, finish, worker_name
 from storage.spool import Spool, output_instance_key, output_series_key
 
 log = get_logger("synthesize")
@@ -72,6 +76,11 @@ class ClaimedJob:
     input_series: tuple[str, ...]
     send_to: tuple[str, ...]
     attempts: int
+    claim: str
+
+
+class _LeaseLost(Exception):
+    """The job was handed out again while this worker ran it: its results are dropped."""
 
 
 @dataclass(frozen=True)
@@ -129,20 +138,24 @@ class Synthesizer:
             model=job.model_id,
             attempt=job.attempts,
         )
-        try:
-            outputs = self._synthesize(job)
-        except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused too
-            self._fail(job, str(exc), retry=False)
-        except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
-            self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
-        else:
-            self._complete(job, outputs)
+        with Heartbeat(self.db, Job, job.id, job.claim, self.lease, self.clock):
+            try:
+                outputs = self._synthesize(job)
+            except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused
+                self._fail(job, str(exc), retry=False)
+            except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
+                self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+            else:
+                self._complete(job, outputs)
         return True
 
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.config.scheduler.job_lease_seconds)
+
     def _claim(self) -> ClaimedJob | None:
-        lease = timedelta(seconds=self.config.scheduler.job_lease_seconds)
         with self.db.session() as session:
-            job = claim_job(session, self.name, self.clock(), lease)
+            job = claim_job(session, self.name, self.clock(), self.lease)
             if job is None:
                 return None
             return ClaimedJob(
@@ -153,6 +166,7 @@ class Synthesizer:
                 tuple(job.input_series),
                 tuple(job.send_to),
                 job.attempts,
+                str(job.claim),
             )
 
     def _model(self, job: ClaimedJob) -> LoadedModel:
@@ -302,15 +316,24 @@ class Synthesizer:
         """Commits every output series of the job (the synthetic image first, then its
         uncertainty map), their deliveries and the job's end in one transaction."""
         now = self.clock()
-        with self.db.session() as session:
-            for output in outputs:
-                _record_output(session, job, output, self.config.node.ae_title, now)
-            db_job = session.get_one(Job, job.id)
-            db_job.state = JobState.DONE
-            db_job.error = None
-            db_job.output_series_uid = outputs[0].series_uid
-            db_job.lease_until = None
-            db_job.updated_at = now
+        try:
+            with self.db.session() as session:
+                if not finish(
+                    session,
+                    Job,
+                    job.id,
+                    job.claim,
+                    state=JobState.DONE,
+                    error=None,
+                    output_series_uid=outputs[0].series_uid,
+                    updated_at=now,
+                ):
+                    raise _LeaseLost
+                for output in outputs:
+                    _record_output(session, job, output, self.config.node.ae_title, now)
+        except _LeaseLost:
+            self._lease_lost(job)
+            return
         emit(
             log,
             "job.done",
@@ -327,21 +350,28 @@ class Synthesizer:
         now = self.clock()
         final = not retry or job.attempts >= self.config.scheduler.job_max_attempts
         with self.db.session() as session:
-            db_job = session.get_one(Job, job.id)
-            db_job.state = JobState.FAILED if final else JobState.PENDING
-            db_job.error = reason[:4000]
-            db_job.lease_until = None
-            db_job.worker = None
-            db_job.updated_at = now
-            session.add(
-                AuditEvent(
-                    at=now,
-                    kind="job.failed" if final else "job.retry",
-                    study_uid=job.study_uid,
-                    job_id=job.id,
-                    detail={"reason": reason[:4000], "attempt": job.attempts},
-                )
+            held = finish(
+                session,
+                Job,
+                job.id,
+                job.claim,
+                state=JobState.FAILED if final else JobState.PENDING,
+                error=reason[:4000],
+                updated_at=now,
             )
+            if held:
+                session.add(
+                    AuditEvent(
+                        at=now,
+                        kind="job.failed" if final else "job.retry",
+                        study_uid=job.study_uid,
+                        job_id=job.id,
+                        detail={"reason": reason[:4000], "attempt": job.attempts},
+                    )
+                )
+        if not held:
+            self._lease_lost(job)
+            return
         emit(
             log,
             "job.failed" if final else "job.retry",
@@ -350,6 +380,18 @@ class Synthesizer:
             study_uid=job.study_uid,
             model=job.model_id,
             reason=reason[:500],
+        )
+
+    def _lease_lost(self, job: ClaimedJob) -> None:
+        emit(
+            log,
+            "job.lease_lost",
+            30,
+            job_id=job.id,
+            study_uid=job.study_uid,
+            model=job.model_id,
+            attempt=job.attempts,
+            note="the job was handed out again; this run's result is dropped",
         )
 
 
@@ -454,3 +496,4 @@ def _queue_deliveries(
         delivery.last_error = None
         delivery.lease_until = None
         delivery.worker = None
+        delivery.claim = None
