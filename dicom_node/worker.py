@@ -10,7 +10,8 @@ crash anywhere before that commit leaves the job to be claimed again; nothing is
 half-delivered because deliveries only exist after it. The worker renews its lease while
 it works (storage.heartbeat), and that commit — or the job's failure — is written only
 while its claim still holds the job: a worker whose job was handed out again writes
-nothing.
+nothing. A re-run whose series has fewer instances than the earlier version takes the
+others out of the index (Q/R) in that commit, and removes their spool files after it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime, timedelta
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dicom_node import __version__
@@ -329,11 +330,15 @@ class Synthesizer:
                     updated_at=now,
                 ):
                     raise _LeaseLost
-                for output in outputs:
+                before = [
                     _record_output(session, job, output, self.config.node.ae_title, now)
+                    for output in outputs
+                ]
         except _LeaseLost:
             self._lease_lost(job)
             return
+        for output, previous in zip(outputs, before, strict=True):
+            self._remove_stale(output, previous)
         emit(
             log,
             "job.done",
@@ -382,6 +387,35 @@ class Synthesizer:
             reason=reason[:500],
         )
 
+    def _remove_stale(self, output: Output, previous: int) -> None:
+        """Removes the spool files an earlier, longer version of ``output`` left past its
+        end. Their rows went in the commit, so Q/R no longer serves them; a delivery of
+        that earlier version was re-armed in it, so its send no longer counts. Done under
+        the output row's lock and only while this version is still the committed one: a
+        later run's files are its own."""
+        if previous <= output.instances:
+            return
+        with self.db.session() as session:
+            current = session.scalar(
+                select(OutputSeries.instance_count)
+                .where(OutputSeries.series_uid == output.series_uid)
+                .with_for_update()
+            )
+            if current != output.instances:
+                return
+            removed = sum(
+                self.spool.remove(output_instance_key(output.spool_key, index))
+                for index in range(output.instances, previous)
+            )
+        emit(
+            log,
+            "series.stale_removed",
+            series_uid=output.series_uid,
+            instances=output.instances,
+            previous_instances=previous,
+            files_removed=removed,
+        )
+
     def _lease_lost(self, job: ClaimedJob) -> None:
         emit(
             log,
@@ -397,9 +431,11 @@ class Synthesizer:
 
 def _record_output(
     session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
-) -> None:
-    """One output series' row, its outbox rows, its index entries and its audit event."""
+) -> int:
+    """One output series' row, its outbox rows, its index entries and its audit event;
+    returns how many instances the version it replaces had (0 for a new series)."""
     row = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == output.series_uid))
+    previous = 0 if row is None else row.instance_count
     if row is None:
         row = OutputSeries(series_uid=output.series_uid, created_at=now)
         session.add(row)
@@ -423,6 +459,7 @@ def _record_output(
             detail=output.provenance.to_dict(),
         )
     )
+    return previous
 
 
 def _instance_keys(session: Session, series_uid: str) -> list[str]:
@@ -445,7 +482,8 @@ def _index_output(
     session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
 ) -> None:
     """Makes the output queryable and retrievable like a received series (Q/R SCP),
-    without re-opening its study: nothing new arrived from outside."""
+    without re-opening its study: nothing new arrived from outside. Instances of an
+    earlier version that this one lacks are taken out of the index."""
     study_id = session.get_one(Job, job.id).study_id
     series_id = upsert_series(
         session,
@@ -454,6 +492,12 @@ def _index_output(
         "CT" if output.sop_class_uid == CT_IMAGE_STORAGE else "MR",
         output.sop_class_uid,
         SeriesAttributes(output.series_number, output.description[:64]),
+    )
+    session.execute(
+        delete(Instance).where(
+            Instance.series_id == series_id,
+            Instance.sop_instance_uid.not_in([sop_uid for sop_uid, _ in output.members]),
+        )
     )
     for index, (sop_uid, size) in enumerate(output.members):
         values = {
