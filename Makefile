@@ -16,7 +16,7 @@ install: $(BIN)/python
 
 ## Install the node and run it on the embedded defaults (SQLite, local spool, CPU fallback).
 run: install
-	$(BIN)/dicom-node --config $(CONFIG) serve
+	$(BIN)/dicom-node serve --config $(CONFIG)
 
 system-deps:
 	sh tools/install-system-deps.sh

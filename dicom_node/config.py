@@ -256,6 +256,7 @@ class DispatchSettings(_Section):
 class SchedulerSettings(_Section):
     poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: float = Field(900.0, gt=0)
+    dispatch_lease_seconds: float = Field(1800.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
 
 

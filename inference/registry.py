@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference.card import ModelCard, ModelCardError, Spatial3D, parse_card
-from inference.session import open_session, providers_in_use
+from inference.session import ProviderChoice, choose_providers, open_session, providers_in_use
 
 
 class ModelError(ValueError):
@@ -137,10 +137,11 @@ def load_model(path: Path, providers: Sequence[str], intra_op_threads: int = 0) 
 
 @dataclass
 class Registry:
-    """Valid models by id, and what was refused."""
+    """Valid models by id, what was refused, and the providers chosen for them."""
 
     models: dict[str, LoadedModel] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
+    providers: ProviderChoice | None = None
 
     def __iter__(self) -> Iterator[LoadedModel]:
         return iter(self.models.values())
@@ -157,7 +158,7 @@ def load_registry(
     models_dir: Path, providers: Sequence[str], intra_op_threads: int = 0
 ) -> Registry:
     """Every valid model in ``models_dir``; two files with one model id: the first wins."""
-    registry = Registry()
+    registry = Registry(providers=choose_providers(providers))
     if not models_dir.is_dir():
         registry.refused.append(f"{models_dir}: models folder does not exist")
         return registry

@@ -161,6 +161,9 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The running claim's token (storage.queue): only the claim that holds it may renew
+    the lease or finish the job; handing the job out again clears it."""
     output_series_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
 
     study: Mapped[Study] = relationship()
@@ -207,6 +210,9 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The sending claim's token, as on :class:`Job`; a re-run that re-arms the delivery
+    clears it, so the send of the earlier copy cannot mark it done."""
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

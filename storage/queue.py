@@ -1,5 +1,10 @@
 """Work claiming: jobs and deliveries are taken by one worker at a time, under a lease.
 
+Each claim carries a fresh token. Renewing the lease and finishing the row are updates
+conditioned on that token (:func:`renew`, :func:`finish`), so a worker whose row was
+handed out again — its lease ran out, or a re-run re-armed the delivery — changes
+nothing: two threads of one process bear the same worker name, their tokens differ.
+
 On PostgreSQL a claim is ``SELECT … FOR UPDATE SKIP LOCKED``, so workers on several
 hosts never take the same row; on SQLite every transaction holds the write lock from
 its start (see storage.database), which serialises claims the same way. A worker that
@@ -14,8 +19,10 @@ import hashlib
 import os
 import socket
 import threading
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -82,6 +89,33 @@ def _is_dead_local(worker: str | None) -> bool:
     return False
 
 
+Claimed = type[Job] | type[Delivery]
+
+
+def new_claim() -> str:
+    """A claim's token: unique to one claim of one row."""
+    return uuid.uuid4().hex
+
+
+def renew(session: Session, table: Claimed, row_id: int, claim: str, until: datetime) -> bool:
+    """Extends the lease of a row this claim still holds; False when it no longer does."""
+    result = session.execute(
+        update(table).where(table.id == row_id, table.claim == claim).values(lease_until=until)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def finish(session: Session, table: Claimed, row_id: int, claim: str, **values: Any) -> bool:
+    """Writes a claimed row's outcome (``values``) and ends the claim, only while this
+    claim holds the row; False, and nothing written, when it no longer does."""
+    result = session.execute(
+        update(table)
+        .where(table.id == row_id, table.claim == claim)
+        .values(claim=None, worker=None, lease_until=None, **values)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def claim_job(session: Session, worker: str, now: datetime, lease: timedelta) -> Job | None:
     job = session.scalars(
         select(Job)
@@ -94,6 +128,7 @@ def claim_job(session: Session, worker: str, now: datetime, lease: timedelta) ->
         return None
     job.state = JobState.RUNNING
     job.worker = worker
+    job.claim = new_claim()
     job.lease_until = now + lease
     job.attempts += 1
     job.updated_at = now
@@ -114,16 +149,20 @@ def claim_delivery(
         return None
     delivery.state = DeliveryState.SENDING
     delivery.worker = worker
+    delivery.claim = new_claim()
     delivery.lease_until = now + lease
     delivery.attempts += 1
     return delivery
 
 
-def release_abandoned(session: Session, now: datetime, max_job_attempts: int) -> tuple[int, int]:
+def release_abandoned(
+    session: Session, now: datetime, max_job_attempts: int, max_delivery_attempts: int
+) -> tuple[int, int]:
     """Hands out again the jobs and deliveries whose worker died; returns (jobs, deliveries).
 
     A job that has already been tried ``max_job_attempts`` times is failed instead, so a
-    study that kills the worker (out of memory, say) cannot take the node down forever.
+    study that kills the worker (out of memory, say) cannot take the node down forever;
+    a delivery tried ``max_delivery_attempts`` times is parked, with the reason.
     """
     jobs = 0
     for job in session.scalars(
@@ -135,7 +174,7 @@ def release_abandoned(session: Session, now: datetime, max_job_attempts: int) ->
                 job.error = (job.error or "") + f"worker died {job.attempts} times on this job"
             else:
                 job.state = JobState.PENDING
-            job.worker, job.lease_until, job.updated_at = None, None, now
+            job.worker, job.claim, job.lease_until, job.updated_at = None, None, None, now
             jobs += 1
     deliveries = 0
     for delivery in session.scalars(
@@ -144,8 +183,14 @@ def release_abandoned(session: Session, now: datetime, max_job_attempts: int) ->
         .with_for_update(skip_locked=True)
     ):
         if (delivery.lease_until and delivery.lease_until < now) or _is_dead_local(delivery.worker):
-            delivery.state = DeliveryState.PENDING
-            delivery.worker, delivery.lease_until = None, None
+            if delivery.attempts >= max_delivery_attempts:
+                delivery.state = DeliveryState.PARKED
+                delivery.last_error = (
+                    f"dispatcher died or hung {delivery.attempts} times on this delivery"
+                )
+            else:
+                delivery.state = DeliveryState.PENDING
+            delivery.worker, delivery.claim, delivery.lease_until = None, None, None
             delivery.next_attempt_at = now
             deliveries += 1
     return jobs, deliveries

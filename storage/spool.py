@@ -167,6 +167,15 @@ class Spool:
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
+    def remove(self, key: str) -> bool:
+        """Deletes a file the node no longer serves (an output instance a re-run left
+        behind); False when it was already gone."""
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 

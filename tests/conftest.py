@@ -13,6 +13,7 @@ from typing import Any
 import pydicom
 import pytest
 import yaml
+from sqlalchemy import delete
 
 from dicom_node.config import Config, load_config
 from dicom_node.evidence.keys import create_self_signed
@@ -22,6 +23,8 @@ from inference.training.guard_cases import t1_cases
 from inference.training.guard_fit import fit_role_guard
 from onnx_models import conv1x1_model, linear_card
 from peers import Orthanc, PostgresServer, free_port
+from storage.database import Database
+from storage.models import Base
 
 pydicom.config.settings.writing_validation_mode = pydicom.config.RAISE
 
@@ -144,6 +147,26 @@ def postgres() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres: PostgresServer) -> Iterator[Database]:
+    """The session's PostgreSQL, migrated; emptied after the test."""
+    db = Database(postgres.url)
+    yield db
+    with db.session() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(delete(table))
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of each kind the node runs on: a test taking it runs twice."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'node.db'}"
+    database: Database = request.getfixturevalue("postgres_database")
+    return database.url
 
 
 def sends_to(port: int, ae_title: str = "ORTHANC", model: str = "mr-t1-to-ct") -> dict[str, Any]:

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import write_config
 
+from dicom_node.cli.main import build_parser
+from dicom_node.cli.main import main as cli
 from dicom_node.config import ENV_CONFIG, Config, ConfigError, load_config
 from dicom_node.roles.defaults import DEFAULT_EXCLUSIONS, DEFAULT_ROLES
 
@@ -370,3 +373,53 @@ def test_loaded_config_does_not_share_state_with_the_default_roles(tmp_path: Pat
     config.series_roles["NEW"] = {"Modality": "^PT$"}
     config.series_exclusions.clear()
     assert before == (DEFAULT_ROLES, DEFAULT_EXCLUSIONS)
+
+
+def _models_config(folder: Path) -> Path:
+    """A configuration whose models folder is named after ``folder``, and empty."""
+    (folder / "models").mkdir(parents=True)
+    return write_config(folder, {})
+
+
+def _models_list(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert cli(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_config_after_the_sub_command_wins_over_the_environment_which_wins_over_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given, from_env = _models_config(tmp_path / "given"), _models_config(tmp_path / "env")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ENV_CONFIG, raising=False)
+    default = _models_list(["models", "list"], capsys)
+    assert f"no usable model in {tmp_path / 'models'}" in default
+    monkeypatch.setenv(ENV_CONFIG, str(from_env))
+    assert str(tmp_path / "env" / "models") in _models_list(["models", "list"], capsys)
+    for argv in (
+        ["models", "list", "--config", str(given)],
+        ["--config", str(given), "models", "list"],
+    ):
+        assert str(tmp_path / "given" / "models") in _models_list(argv, capsys)
+
+
+def test_every_sub_command_takes_config_after_it() -> None:
+    """``dicom-node serve --config FILE`` is the documented form."""
+    leaves = [
+        ["serve"],
+        ["echo"],
+        ["send", "x.dcm"],
+        ["models", "list"],
+        ["models", "validate", "m.onnx"],
+        ["outbox", "list"],
+        ["outbox", "retry", "7"],
+        ["verify", "x.dcm"],
+        ["keys", "init"],
+        ["roles", "explain", "1.2.3"],
+        ["jobs", "list"],
+    ]
+    parser = build_parser()
+    for argv in leaves:
+        assert parser.parse_args([*argv, "--config", "node.yaml"]).config == Path("node.yaml")
+        assert parser.parse_args(["--config", "node.yaml", *argv]).config == Path("node.yaml")
+        assert parser.parse_args(argv).config is None

@@ -4,7 +4,7 @@ and the whole node path."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import sends_to
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
@@ -26,20 +26,12 @@ from storage.queue import claim_job
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def database(postgres: PostgresServer) -> Iterator[Database]:
-    db = Database(postgres.url)
-    yield db
-    with db.session() as session:
-        for table in reversed(Base.metadata.sorted_tables):
-            session.execute(delete(table))
-    db.dispose()
-
-
-def test_migrations_build_exactly_the_models_schema_on_postgres(database: Database) -> None:
-    with database.engine.connect() as conn:
+def test_migrations_build_exactly_the_models_schema_on_postgres(
+    postgres_database: Database,
+) -> None:
+    with postgres_database.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
 
 
 def _instance(study: str, series: str, sop: str) -> ReceivedInstance:
@@ -57,13 +49,15 @@ def _instance(study: str, series: str, sop: str) -> ReceivedInstance:
     )
 
 
-def test_concurrent_associations_index_one_new_study_without_conflict(database: Database) -> None:
+def test_concurrent_associations_index_one_new_study_without_conflict(
+    postgres_database: Database,
+) -> None:
     errors: list[BaseException] = []
 
     def send(thread: int) -> None:
         try:
             for i in range(25):
-                with database.connection() as conn:
+                with postgres_database.connection() as conn:
                     record_instance(conn, _instance("1.2.3", "1.2.3.4", f"1.2.3.4.{thread}.{i}"))
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
@@ -74,17 +68,17 @@ def test_concurrent_associations_index_one_new_study_without_conflict(database: 
     for t in threads:
         t.join()
     assert errors == []
-    with database.session() as session:
+    with postgres_database.session() as session:
         assert session.scalar(select(func.count(Study.id))) == 1
         assert session.scalar(select(func.count(Series.id))) == 1
         assert session.scalar(select(func.count(Instance.id))) == 200
 
 
-def test_skip_locked_hands_each_job_to_exactly_one_worker(database: Database) -> None:
+def test_skip_locked_hands_each_job_to_exactly_one_worker(postgres_database: Database) -> None:
     now = datetime.now(UTC)
-    with database.connection() as conn:
+    with postgres_database.connection() as conn:
         record_instance(conn, _instance("9.8.7", "9.8.7.6", "9.8.7.6.5"))
-    with database.session() as session:
+    with postgres_database.session() as session:
         study = session.scalar(select(Study))
         assert study is not None
         for n in range(40):
@@ -107,7 +101,7 @@ def test_skip_locked_hands_each_job_to_exactly_one_worker(database: Database) ->
 
     def work(name: str) -> None:
         while True:
-            with database.session() as session:
+            with postgres_database.session() as session:
                 job = claim_job(session, name, datetime.now(UTC), timedelta(minutes=5))
                 if job is None:
                     return
@@ -125,7 +119,7 @@ def test_skip_locked_hands_each_job_to_exactly_one_worker(database: Database) ->
 def test_node_on_postgres_synthesizes_and_delivers(
     tmp_path: Path,
     postgres: PostgresServer,
-    database: Database,
+    postgres_database: Database,
     node_factory: Callable[..., Node],
     models_dir: Path,
 ) -> None:
@@ -142,7 +136,7 @@ def test_node_on_postgres_synthesizes_and_delivers(
         assert stored_ok(storescu("127.0.0.1", node.address[1], "DICOMNODE", paths)) == 4
 
         def delivered() -> Any:
-            with database.session() as session:
+            with postgres_database.session() as session:
                 return session.scalar(select(Delivery).where(Delivery.state == DeliveryState.DONE))
 
         wait_until(delivered, 60, what="the delivery on PostgreSQL")

@@ -26,7 +26,7 @@ from dicom_node.dicom.status import QueryRetrieveStatus
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, Orthanc, stored_ok, storescu, wait_until
-from storage.models import Instance, Job, JobState
+from storage.models import Instance, Job, JobState, OutputSeries, Series
 
 pytestmark = pytest.mark.integration
 
@@ -163,9 +163,8 @@ def _synthetic_series_uid(holding: Holding, tmp_path: Path) -> str:
     return str(ct.SeriesInstanceUID)
 
 
-def test_get_retrieves_the_synthetic_series_as_stored(holding: Holding, tmp_path: Path) -> None:
-    series_uid = _synthetic_series_uid(holding, tmp_path)
-    out = tmp_path / "got"
+def _get_series(port: int, out: Path, study_uid: str, series_uid: str) -> list[Dataset]:
+    """C-GET of one series with DCMTK's getscu; the data sets it received."""
     out.mkdir()
     subprocess.run(
         [
@@ -176,11 +175,11 @@ def test_get_retrieves_the_synthetic_series_as_stored(holding: Holding, tmp_path
             "-aec",
             "DICOMNODE",
             "127.0.0.1",
-            str(holding.port),
+            str(port),
             "-k",
             "QueryRetrieveLevel=SERIES",
             "-k",
-            f"StudyInstanceUID={holding.doe.study_uid}",
+            f"StudyInstanceUID={study_uid}",
             "-k",
             f"SeriesInstanceUID={series_uid}",
         ],
@@ -189,10 +188,71 @@ def test_get_retrieves_the_synthetic_series_as_stored(holding: Holding, tmp_path
         env=DCMTK_ENV,
         timeout=120,
     )
-    files = [pydicom.dcmread(p) for p in out.iterdir()]
+    return [pydicom.dcmread(p) for p in out.iterdir()]
+
+
+def test_get_retrieves_the_synthetic_series_as_stored(holding: Holding, tmp_path: Path) -> None:
+    series_uid = _synthetic_series_uid(holding, tmp_path)
+    files = _get_series(holding.port, tmp_path / "got", holding.doe.study_uid, series_uid)
     assert len(files) == 4
     assert {f.SeriesInstanceUID for f in files} == {series_uid}
     assert all(f.SyntheticData == "YES" for f in files)
+
+
+def test_a_rerun_with_fewer_slices_leaves_no_stale_instance_to_find_or_retrieve(
+    holding: Holding, tmp_path: Path
+) -> None:
+    """The study changed (two of its four T1 slices gone) and the job runs again: the
+    new version of the synthetic series has two instances, and only those two are found,
+    retrieved and kept in the spool; the old ones' rows pointed at reused spool files."""
+    node = holding.node
+    series_uid = _synthetic_series_uid(holding, tmp_path)
+    with node.db.session() as session:
+        job = session.scalars(select(Job)).one()
+        slices = session.scalars(
+            select(Instance)
+            .join(Series)
+            .where(Series.series_uid == job.input_series[0])
+            .order_by(Instance.instance_number)
+        ).all()
+        for gone in (slices[0], slices[2]):
+            session.delete(gone)
+        session.add(
+            Job(
+                study_id=job.study_id,
+                model_id=job.model_id,
+                model_version=job.model_version,
+                input_series=job.input_series,
+                fingerprint="the study changed",
+                send_to=job.send_to,
+                created_at=job.created_at,
+                updated_at=job.updated_at,
+            )
+        )
+
+    def both_done() -> bool:
+        with node.db.session() as session:
+            return [j.state for j in session.scalars(select(Job))] == [JobState.DONE] * 2
+
+    wait_until(both_done, 60, what="the re-run")
+    found = _find(
+        holding.port,
+        tmp_path / "images",
+        [
+            "QueryRetrieveLevel=IMAGE",
+            f"StudyInstanceUID={holding.doe.study_uid}",
+            f"SeriesInstanceUID={series_uid}",
+            "SOPInstanceUID",
+        ],
+    )
+    assert len(found) == 2
+    got = _get_series(holding.port, tmp_path / "got", holding.doe.study_uid, series_uid)
+    assert sorted(str(ds.SOPInstanceUID) for ds in got) == sorted(
+        str(ds.SOPInstanceUID) for ds in found
+    )
+    with node.db.session() as session:
+        out = session.scalars(select(OutputSeries)).one()
+    assert len(list(node.spool.path(out.spool_key).iterdir())) == 2
 
 
 def test_move_sends_to_a_configured_destination_and_refuses_others(

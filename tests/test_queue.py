@@ -68,7 +68,7 @@ def _state(db: Database, job_id: int) -> JobState:
 
 def _release(db: Database) -> None:
     with db.session() as session:
-        release_abandoned(session, NOW, max_job_attempts=3)
+        release_abandoned(session, NOW, max_job_attempts=3, max_delivery_attempts=10)
 
 
 CLAIMER = textwrap.dedent(

@@ -389,24 +389,35 @@ def _roles_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = "configuration file (default: $DICOM_NODE_CONFIG, else built-ins)"
+
+
+def _config_option() -> argparse.ArgumentParser:
+    """``--config`` for every command, after it too (``dicom-node serve --config FILE``).
+    SUPPRESS as its default there: a command without it keeps what stood before it."""
+    option = argparse.ArgumentParser(add_help=False)
+    option.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    return option
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="configuration file (default: $DICOM_NODE_CONFIG, else built-ins)",
-    )
+    parser.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    config = [_config_option()]
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run the node").set_defaults(func=_serve)
+    sub.add_parser("serve", help="run the node", parents=config).set_defaults(func=_serve)
 
-    echo = sub.add_parser("echo", help="C-ECHO the node, or a destination with --to")
+    echo = sub.add_parser(
+        "echo", help="C-ECHO the node, or a destination with --to", parents=config
+    )
     echo.add_argument("--to", help="destination name from the configuration")
     echo.set_defaults(func=_echo)
 
-    send = sub.add_parser("send", help="C-STORE files or folders to the node or --to")
+    send = sub.add_parser(
+        "send", help="C-STORE files or folders to the node or --to", parents=config
+    )
     send.add_argument("paths", nargs="+")
     send.add_argument("--to", help="destination name from the configuration")
     send.set_defaults(func=_send)
@@ -414,24 +425,28 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list or validate models").add_subparsers(
         dest="models_command", required=True
     )
-    listing = models.add_parser("list", help="models in models_dir")
+    listing = models.add_parser("list", help="models in models_dir", parents=config)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_models_list)
-    validate = models.add_parser("validate", help="check model files and name every problem")
+    validate = models.add_parser(
+        "validate", help="check model files and name every problem", parents=config
+    )
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(func=_models_validate)
 
     outbox = sub.add_parser("outbox", help="deliveries waiting, sent or parked").add_subparsers(
         dest="outbox_command", required=True
     )
-    olist = outbox.add_parser("list")
+    olist = outbox.add_parser("list", parents=config)
     olist.add_argument("--json", action="store_true")
     olist.set_defaults(func=_outbox_list)
-    retry = outbox.add_parser("retry", help="send a delivery again")
+    retry = outbox.add_parser("retry", help="send a delivery again", parents=config)
     retry.add_argument("id", type=int)
     retry.set_defaults(func=_outbox_retry)
 
-    verify = sub.add_parser("verify", help="is a file synthetic, and is its evidence intact?")
+    verify = sub.add_parser(
+        "verify", help="is a file synthetic, and is its evidence intact?", parents=config
+    )
     verify.add_argument("paths", nargs="+", type=Path, help="files or folders")
     verify.add_argument("--json", action="store_true", help="one JSON object per file")
     verify.add_argument(
@@ -446,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(
         dest="keys_command", required=True
     )
-    init = keys.add_parser("init", help="make a self-signed key and certificate")
+    init = keys.add_parser("init", help="make a self-signed key and certificate", parents=config)
     init.add_argument("--force", action="store_true", help="replace existing files")
     init.set_defaults(func=_keys_init)
 
@@ -454,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="roles_command", required=True
     )
     explain = roles.add_parser(
-        "explain", help="dry run: which rule each series matches, and what routing decides"
+        "explain",
+        help="dry run: which rule each series matches, and what routing decides",
+        parents=config,
     )
     explain.add_argument("target", help="a file or folder, or the Study Instance UID of a study")
     explain.set_defaults(func=_roles_explain)
@@ -462,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="synthesis jobs").add_subparsers(
         dest="jobs_command", required=True
     )
-    jobs.add_parser("list").set_defaults(func=_jobs_list)
+    jobs.add_parser("list", parents=config).set_defaults(func=_jobs_list)
     return parser
 
 

@@ -48,7 +48,10 @@ class Scheduler:
         routed = self.route_stable()
         with self.db.session() as session:
             jobs, deliveries = release_abandoned(
-                session, self.clock(), self.config.scheduler.job_max_attempts
+                session,
+                self.clock(),
+                self.config.scheduler.job_max_attempts,
+                self.config.dispatch.max_attempts,
             )
         if jobs or deliveries:
             emit(log, "work.released", 30, jobs=jobs, deliveries=deliveries)

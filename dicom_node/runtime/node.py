@@ -36,6 +36,14 @@ def load_models(config: Config) -> Registry:
     registry = load_registry(
         config.models_dir, config.inference.providers, config.inference.intra_op_threads
     )
+    if registry.providers is not None:
+        emit(
+            log,
+            "inference.providers",
+            providers_requested=list(registry.providers.requested),
+            providers_in_use=list(registry.providers.in_use),
+            unusable=registry.providers.unusable,
+        )
     for problem in registry.refused:
         emit(log, "model.refused", 30, problem=problem)
     for model in registry:

@@ -7,7 +7,11 @@ input, when the route asks for uncertainty), writes the output instances to the 
 series when the route asks for it — and then commits in one transaction the output
 rows, one delivery per destination and output, the audit records and the job's end. A
 crash anywhere before that commit leaves the job to be claimed again; nothing is
-half-delivered because deliveries only exist after it.
+half-delivered because deliveries only exist after it. The worker renews its lease while
+it works (storage.heartbeat), and that commit — or the job's failure — is written only
+while its claim still holds the job: a worker whose job was handed out again writes
+nothing. A re-run whose series has fewer instances than the earlier version takes the
+others out of the index (Q/R) in that commit, and removes their spool files after it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import datetime, timedelta
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dicom_node import __version__
@@ -48,6 +52,7 @@ from inference.registry import LoadedModel, Registry
 from inference.reorient import predict_in_plane
 from inference.uncertainty import spread_figures
 from storage.database import Database
+from storage.heartbeat import Heartbeat
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
     AuditEvent,
@@ -59,7 +64,7 @@ from storage.models import (
     OutputSeries,
     Series,
 )
-from storage.queue import claim_job, worker_name
+from storage.queue import claim_job, finish, worker_name
 from storage.spool import Spool, output_instance_key, output_series_key
 
 log = get_logger("synthesize")
@@ -78,6 +83,11 @@ class ClaimedJob:
     input_series: tuple[str, ...]
     send_to: tuple[str, ...]
     attempts: int
+    claim: str
+
+
+class _LeaseLost(Exception):
+    """The job was handed out again while this worker ran it: its results are dropped."""
 
 
 @dataclass(frozen=True)
@@ -135,20 +145,24 @@ class Synthesizer:
             model=job.model_id,
             attempt=job.attempts,
         )
-        try:
-            outputs = self._synthesize(job)
-        except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused too
-            self._fail(job, str(exc), retry=False)
-        except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
-            self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
-        else:
-            self._complete(job, outputs)
+        with Heartbeat(self.db, Job, job.id, job.claim, self.lease, self.clock):
+            try:
+                outputs = self._synthesize(job)
+            except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused
+                self._fail(job, str(exc), retry=False)
+            except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
+                self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+            else:
+                self._complete(job, outputs)
         return True
 
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.config.scheduler.job_lease_seconds)
+
     def _claim(self) -> ClaimedJob | None:
-        lease = timedelta(seconds=self.config.scheduler.job_lease_seconds)
         with self.db.session() as session:
-            job = claim_job(session, self.name, self.clock(), lease)
+            job = claim_job(session, self.name, self.clock(), self.lease)
             if job is None:
                 return None
             return ClaimedJob(
@@ -159,6 +173,7 @@ class Synthesizer:
                 tuple(job.input_series),
                 tuple(job.send_to),
                 job.attempts,
+                str(job.claim),
             )
 
     def _model(self, job: ClaimedJob) -> LoadedModel:
@@ -312,15 +327,28 @@ class Synthesizer:
         """Commits every output series of the job (the synthetic image first, then its
         uncertainty map), their deliveries and the job's end in one transaction."""
         now = self.clock()
-        with self.db.session() as session:
-            for output in outputs:
-                _record_output(session, job, output, self.config.node.ae_title, now)
-            db_job = session.get_one(Job, job.id)
-            db_job.state = JobState.DONE
-            db_job.error = None
-            db_job.output_series_uid = outputs[0].series_uid
-            db_job.lease_until = None
-            db_job.updated_at = now
+        try:
+            with self.db.session() as session:
+                if not finish(
+                    session,
+                    Job,
+                    job.id,
+                    job.claim,
+                    state=JobState.DONE,
+                    error=None,
+                    output_series_uid=outputs[0].series_uid,
+                    updated_at=now,
+                ):
+                    raise _LeaseLost
+                before = [
+                    _record_output(session, job, output, self.config.node.ae_title, now)
+                    for output in outputs
+                ]
+        except _LeaseLost:
+            self._lease_lost(job)
+            return
+        for output, previous in zip(outputs, before, strict=True):
+            self._remove_stale(output, previous)
         emit(
             log,
             "job.done",
@@ -337,21 +365,28 @@ class Synthesizer:
         now = self.clock()
         final = not retry or job.attempts >= self.config.scheduler.job_max_attempts
         with self.db.session() as session:
-            db_job = session.get_one(Job, job.id)
-            db_job.state = JobState.FAILED if final else JobState.PENDING
-            db_job.error = reason[:4000]
-            db_job.lease_until = None
-            db_job.worker = None
-            db_job.updated_at = now
-            session.add(
-                AuditEvent(
-                    at=now,
-                    kind="job.failed" if final else "job.retry",
-                    study_uid=job.study_uid,
-                    job_id=job.id,
-                    detail={"reason": reason[:4000], "attempt": job.attempts},
-                )
+            held = finish(
+                session,
+                Job,
+                job.id,
+                job.claim,
+                state=JobState.FAILED if final else JobState.PENDING,
+                error=reason[:4000],
+                updated_at=now,
             )
+            if held:
+                session.add(
+                    AuditEvent(
+                        at=now,
+                        kind="job.failed" if final else "job.retry",
+                        study_uid=job.study_uid,
+                        job_id=job.id,
+                        detail={"reason": reason[:4000], "attempt": job.attempts},
+                    )
+                )
+        if not held:
+            self._lease_lost(job)
+            return
         emit(
             log,
             "job.failed" if final else "job.retry",
@@ -362,12 +397,55 @@ class Synthesizer:
             reason=reason[:500],
         )
 
+    def _remove_stale(self, output: Output, previous: int) -> None:
+        """Removes the spool files an earlier, longer version of ``output`` left past its
+        end. Their rows went in the commit, so Q/R no longer serves them; a delivery of
+        that earlier version was re-armed in it, so its send no longer counts. Done under
+        the output row's lock and only while this version is still the committed one: a
+        later run's files are its own."""
+        if previous <= output.instances:
+            return
+        with self.db.session() as session:
+            current = session.scalar(
+                select(OutputSeries.instance_count)
+                .where(OutputSeries.series_uid == output.series_uid)
+                .with_for_update()
+            )
+            if current != output.instances:
+                return
+            removed = sum(
+                self.spool.remove(output_instance_key(output.spool_key, index))
+                for index in range(output.instances, previous)
+            )
+        emit(
+            log,
+            "series.stale_removed",
+            series_uid=output.series_uid,
+            instances=output.instances,
+            previous_instances=previous,
+            files_removed=removed,
+        )
+
+    def _lease_lost(self, job: ClaimedJob) -> None:
+        emit(
+            log,
+            "job.lease_lost",
+            30,
+            job_id=job.id,
+            study_uid=job.study_uid,
+            model=job.model_id,
+            attempt=job.attempts,
+            note="the job was handed out again; this run's result is dropped",
+        )
+
 
 def _record_output(
     session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
-) -> None:
-    """One output series' row, its outbox rows, its index entries and its audit event."""
+) -> int:
+    """One output series' row, its outbox rows, its index entries and its audit event;
+    returns how many instances the version it replaces had (0 for a new series)."""
     row = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == output.series_uid))
+    previous = 0 if row is None else row.instance_count
     if row is None:
         row = OutputSeries(series_uid=output.series_uid, created_at=now)
         session.add(row)
@@ -391,6 +469,7 @@ def _record_output(
             detail=output.provenance.to_dict(),
         )
     )
+    return previous
 
 
 def _instance_keys(session: Session, series_uid: str) -> list[str]:
@@ -413,7 +492,8 @@ def _index_output(
     session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
 ) -> None:
     """Makes the output queryable and retrievable like a received series (Q/R SCP),
-    without re-opening its study: nothing new arrived from outside."""
+    without re-opening its study: nothing new arrived from outside. Instances of an
+    earlier version that this one lacks are taken out of the index."""
     study_id = session.get_one(Job, job.id).study_id
     series_id = upsert_series(
         session,
@@ -422,6 +502,12 @@ def _index_output(
         "CT" if output.sop_class_uid in CT_OUTPUT_SOP_CLASSES else "MR",
         output.sop_class_uid,
         SeriesAttributes(output.series_number, output.description[:64]),
+    )
+    session.execute(
+        delete(Instance).where(
+            Instance.series_id == series_id,
+            Instance.sop_instance_uid.not_in([sop_uid for sop_uid, _ in output.members]),
+        )
     )
     for index, (sop_uid, size) in enumerate(output.members):
         values = {
@@ -464,3 +550,4 @@ def _queue_deliveries(
         delivery.last_error = None
         delivery.lease_until = None
         delivery.worker = None
+        delivery.claim = None
