@@ -74,6 +74,21 @@ class DeliveryState(enum.StrEnum):
     """Gave up after the configured attempts; an operator can retry it."""
 
 
+class OutputState(enum.StrEnum):
+    """Where an output series stands; the dispatch stage reads it (docs/reliability.md)."""
+
+    WRITTEN = "written"
+    """In the spool and indexed; not yet cleared for sending."""
+    AWAITING_REVIEW = "awaiting_review"
+    """Held for a person's approval (the review gate; no route asks for it yet)."""
+    REJECTED = "rejected"
+    """Refused at review: never sent."""
+    RELEASED = "released"
+    """Cleared for sending: its deliveries are queued."""
+    DELIVERED = "delivered"
+    """Every destination stored it."""
+
+
 def _enum(e: type[enum.Enum]) -> Enum:
     return Enum(e, values_callable=lambda x: [m.value for m in x], native_enum=False, length=16)
 
@@ -191,6 +206,11 @@ class OutputSeries(Base):
     model_key: Mapped[str] = mapped_column(String(128))
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[OutputState] = mapped_column(
+        _enum(OutputState), default=OutputState.WRITTEN, index=True
+    )
+    send_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """The destinations its route named when it was written; its deliveries go there."""
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="output_series")
 

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.models import Delivery, DeliveryState, Job, JobState
+from storage.models import Delivery, DeliveryState, Job, JobState, OutputSeries, OutputState
 
 
 def worker_name(stage: str) -> str:
@@ -138,9 +138,18 @@ def claim_job(session: Session, worker: str, now: datetime, lease: timedelta) ->
 def claim_delivery(
     session: Session, worker: str, now: datetime, lease: timedelta
 ) -> Delivery | None:
+    """The next due delivery of a released series (one written again waits for the
+    outbox to re-arm its deliveries), claimed for ``worker``."""
+    sendable = select(OutputSeries.id).where(
+        OutputSeries.state.in_((OutputState.RELEASED, OutputState.DELIVERED))
+    )
     delivery = session.scalars(
         select(Delivery)
-        .where(Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= now)
+        .where(
+            Delivery.state == DeliveryState.PENDING,
+            Delivery.next_attempt_at <= now,
+            Delivery.output_series_id.in_(sendable),
+        )
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(1)
         .with_for_update(skip_locked=True)

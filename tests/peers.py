@@ -257,17 +257,23 @@ class StoreSCP:
 
 @dataclass
 class NodeProcess:
-    """`python -m dicom_node serve` in its own process, for kill and restart tests."""
+    """`python -m dicom_node serve` in its own process, for kill and restart tests; with
+    ``stages``, `serve --stages` (ready once it logs so, when it does not listen)."""
 
     config: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    stages: str | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.config.parent / (f"node-{self.stages}.log" if self.stages else "node.log")
 
     def start(self) -> NodeProcess:
-        log = (self.config.parent / "node.log").open("ab")
+        stages = ["--stages", self.stages] if self.stages else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_node", "--config", str(self.config), "serve"],
-            stdout=log,
+            [sys.executable, "-m", "dicom_node", "--config", str(self.config), "serve", *stages],
+            stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -276,8 +282,10 @@ class NodeProcess:
 
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"node exited: {(self.config.parent / 'node.log').read_text()}")
-        return echoscu("127.0.0.1", self.port, "DICOMNODE")
+            raise RuntimeError(f"node exited: {self.log.read_text()}")
+        if self.stages is None or "receive" in self.stages:
+            return echoscu("127.0.0.1", self.port, "DICOMNODE")
+        return '"node.ready"' in self.log.read_text()
 
     def signal(self, signum: int) -> int:
         """Sends ``signum`` and returns the exit status."""

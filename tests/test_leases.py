@@ -24,9 +24,10 @@ from sqlalchemy import select
 from dicom_node.cli.main import main as cli
 from dicom_node.config import Config, load_config
 from dicom_node.dispatch.dispatcher import Dispatcher
+from dicom_node.dispatch.outbox import queue_deliveries
 from dicom_node.route.scheduler import Scheduler
 from dicom_node.runtime.node import Node
-from dicom_node.synthesize.job import Synthesizer, _queue_deliveries
+from dicom_node.synthesize.job import Synthesizer
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from inference.registry import Registry
 from peers import free_port, stored_ok, storescu, wait_until
@@ -37,6 +38,7 @@ from storage.models import (
     Job,
     JobState,
     OutputSeries,
+    OutputState,
     Study,
     StudyState,
 )
@@ -153,6 +155,8 @@ def _delivered_output(db: Database, spool: Spool, datasets: list[Dataset]) -> in
             model_key="mr-t1-to-ct@1.0.0",
             provenance={},
             created_at=NOW,
+            state=OutputState.RELEASED,
+            send_to=["pacs"],
         )
         session.add(out)
         session.flush()
@@ -191,7 +195,7 @@ def test_a_delivery_a_rerun_rearms_while_it_is_sent_is_sent_again_whole(
         with db.session() as session:
             out = session.scalars(select(OutputSeries)).one()
             out.instance_count = len(full)
-            _queue_deliveries(session, out.id, ["pacs"], clock())
+            queue_deliveries(session, out.id, ["pacs"], clock())
         return SUCCESS
 
     destination.during_first_store = rerun

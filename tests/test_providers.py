@@ -19,7 +19,7 @@ LOADER = """
 import sys
 from dicom_node.config import load_config
 from dicom_node.obs.logs import configure
-from dicom_node.runtime.node import load_models
+from dicom_node.runtime.stages import load_models
 configure("INFO")
 load_models(load_config(sys.argv[1]))
 """

@@ -34,9 +34,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _serve(args: argparse.Namespace) -> int:
     from dicom_node.runtime.node import Node
+    from dicom_node.runtime.stages import STAGES
 
     config = _config(args)
-    Node(config).serve_forever()
+    stages = STAGES if args.stages is None else [s.strip() for s in args.stages.split(",")]
+    try:
+        node = Node(config, stages=stages)
+    except ValueError as exc:
+        print(f"dicom-node: --stages: {exc}", file=sys.stderr)
+        return 2
+    node.serve_forever()
     return 0
 
 
@@ -407,7 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     config = [_config_option()]
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run the node", parents=config).set_defaults(func=_serve)
+    serve = sub.add_parser("serve", help="run the node", parents=config)
+    serve.add_argument(
+        "--stages",
+        help="comma-separated subset of receive,route,synthesize,dispatch to run in this "
+        "process (default: all)",
+    )
+    serve.set_defaults(func=_serve)
 
     echo = sub.add_parser(
         "echo", help="C-ECHO the node, or a destination with --to", parents=config

@@ -1,4 +1,5 @@
-"""Dispatch: the outbox. Each delivery sends one whole output series to one destination.
+"""Dispatch: the dispatcher. Each delivery sends one whole output series to one
+destination (its type's sender, ``destinations``); the outbox queued it.
 
 A delivery succeeds only when the destination answered every instance with a success
 or warning status (PS3.4 B.2.3: warnings mean it stored the instance). Otherwise it is
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from dicom_node.config import Config
 from dicom_node.dispatch.destinations.base import DeliveryError
 from dicom_node.dispatch.destinations.registry import sender_for
+from dicom_node.dispatch.outbox import mark_delivered
 from dicom_node.net.ae import AssociationError
 from dicom_node.obs.logs import emit, get_logger
 from storage.database import Database
@@ -42,6 +44,7 @@ class ClaimedDelivery:
     instances: int
     attempts: int
     claim: str
+    output_id: int
 
 
 def backoff(attempts: int, initial_s: float, cap_s: float) -> timedelta:
@@ -111,6 +114,7 @@ class Dispatcher:
                 out.instance_count,
                 d.attempts,
                 str(d.claim),
+                out.id,
             )
 
     def _finish(self, claimed: ClaimedDelivery, error: str | None, park: bool) -> None:
@@ -135,6 +139,8 @@ class Dispatcher:
             if not finish(session, Delivery, claimed.id, claimed.claim, **outcome):
                 kind = "delivery.lease_lost"  # re-armed or handed out again: theirs now
             else:
+                if error is None:
+                    mark_delivered(session, claimed.output_id)
                 session.add(
                     AuditEvent(
                         at=now,

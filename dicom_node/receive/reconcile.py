@@ -4,9 +4,6 @@ An instance is fsynced into the spool before it is indexed, and the database may
 with relaxed fsync (SQLite WAL, synchronous=NORMAL); after a crash or power loss, a
 spool file may therefore lack its row. Every such file is indexed again here, before
 the node accepts associations, so nothing acknowledged is ever forgotten.
-
-Studies that were still receiving when the node stopped have their stability clock
-restarted: the node being down is no evidence that a study is complete.
 """
 
 from __future__ import annotations
@@ -16,14 +13,12 @@ from datetime import datetime
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import update
 
 from dicom_node.dicom.truncation import incomplete
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.receive.scp import InvalidInstance, describe_instance
 from storage.database import Database
 from storage.instances import indexed_keys, record_instance, superseding_row
-from storage.models import Study, StudyState
 from storage.spool import Spool
 
 log = get_logger("reconcile")
@@ -76,28 +71,3 @@ def reconcile_spool(db: Database, spool: Spool, clock: Callable[[], datetime]) -
         recovered += 1
     emit(log, "spool.reconciled", recovered=recovered, partial_files_removed=partials)
     return recovered
-
-
-def restart_stability_clocks(db: Database, clock: Callable[[], datetime]) -> int:
-    """Gives every study still receiving a full ``node.stable_seconds`` from now; returns
-    how many there were.
-
-    While the node was down nothing could arrive, so the quiet time before a restart says
-    nothing about whether a study is complete: a sender whose association the stop cut
-    resends the rest only once the node listens again. Counted from the last instance
-    before the stop, such a study would be routed the moment the node is back, on part
-    of its instances; the rest would then re-run the job, and the second output, under
-    the same UIDs, would reach a destination that keeps the first copy of an instance
-    (Orthanc's default) as a series mixing two runs.
-    """
-    now = clock()
-    with db.session() as session:
-        result = session.execute(
-            update(Study)
-            .where(Study.state == StudyState.RECEIVING, Study.last_received_at < now)
-            .values(last_received_at=now)
-        )
-        count = int(getattr(result, "rowcount", 0) or 0)
-    if count:
-        emit(log, "study.stability_restarted", studies=count)
-    return count

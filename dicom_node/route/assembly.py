@@ -3,24 +3,28 @@
 DICOM has no "end of study" message, so a study counts as STABLE once
 ``node.stable_seconds`` pass without a new instance; the scheduler then routes it once.
 An instance arriving later re-opens the study (the receive stage sets it back to
-RECEIVING) and it is routed again when it settles.
+RECEIVING) and it is routed again when it settles. At start-up, studies still
+receiving get their stability clock restarted: the node being down is no evidence
+that a study is complete.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dicom_node.dicom.attributes import number
 from dicom_node.dicom.sop_classes import is_volume_image
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.route.routing import SeriesInfo
+from storage.database import Database
 from storage.models import Instance, Series, Study, StudyState
 from storage.spool import Spool
 
@@ -106,3 +110,28 @@ def study_series(session: Session, study: Study, spool: Spool) -> list[SeriesInf
             )
         )
     return infos
+
+
+def restart_stability_clocks(db: Database, clock: Callable[[], datetime]) -> int:
+    """Gives every study still receiving a full ``node.stable_seconds`` from now; returns
+    how many there were.
+
+    While the node was down nothing could arrive, so the quiet time before a restart says
+    nothing about whether a study is complete: a sender whose association the stop cut
+    resends the rest only once the node listens again. Counted from the last instance
+    before the stop, such a study would be routed the moment the node is back, on part
+    of its instances; the rest would then re-run the job, and the second output, under
+    the same UIDs, would reach a destination that keeps the first copy of an instance
+    (Orthanc's default) as a series mixing two runs.
+    """
+    now = clock()
+    with db.session() as session:
+        result = session.execute(
+            update(Study)
+            .where(Study.state == StudyState.RECEIVING, Study.last_received_at < now)
+            .values(last_received_at=now)
+        )
+        count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        emit(log, "study.stability_restarted", studies=count)
+    return count

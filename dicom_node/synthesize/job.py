@@ -1,13 +1,14 @@
-"""Infer and label: a job's input series → model → synthetic series in the spool → outbox.
+"""Infer and label: a job's input series → model → synthetic series in the spool, written.
 
 A worker claims one job, decodes its inputs, judges them with the model's input guard
 (as the route says: refuse, warn or off), runs the model (twice, input and mirrored
 input, when the route asks for uncertainty), writes the output instances to the spool
 (deterministic UIDs and file names, so a re-run overwrites) — and the uncertainty map
 series when the route asks for it — and then commits in one transaction the output
-rows, one delivery per destination and output, the audit records and the job's end. A
-crash anywhere before that commit leaves the job to be claimed again; nothing is
-half-delivered because deliveries only exist after it. The worker renews its lease while
+rows (state ``written``, with the route's destinations), the audit records and the
+job's end. A crash anywhere before that commit leaves the job to be claimed again;
+nothing is half-delivered because the dispatch stage queues deliveries only for written
+series (``dicom_node.dispatch.outbox``). The worker renews its lease while
 it works (storage.heartbeat), and that commit — or the job's failure — is written only
 while its claim still holds the job: a worker whose job was handed out again writes
 nothing. A re-run whose series has fewer instances than the earlier version takes the
@@ -17,7 +18,7 @@ others out of the index (Q/R) in that commit, and removes their spool files afte
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -56,12 +57,11 @@ from storage.heartbeat import Heartbeat
 from storage.instances import SeriesAttributes, upsert_series
 from storage.models import (
     AuditEvent,
-    Delivery,
-    DeliveryState,
     Instance,
     Job,
     JobState,
     OutputSeries,
+    OutputState,
     Series,
 )
 from storage.queue import claim_job, finish, worker_name
@@ -325,7 +325,7 @@ class Synthesizer:
 
     def _complete(self, job: ClaimedJob, outputs: list[Output]) -> None:
         """Commits every output series of the job (the synthetic image first, then its
-        uncertainty map), their deliveries and the job's end in one transaction."""
+        uncertainty map) and the job's end in one transaction."""
         now = self.clock()
         try:
             with self.db.session() as session:
@@ -399,8 +399,8 @@ class Synthesizer:
 
     def _remove_stale(self, output: Output, previous: int) -> None:
         """Removes the spool files an earlier, longer version of ``output`` left past its
-        end. Their rows went in the commit, so Q/R no longer serves them; a delivery of
-        that earlier version was re-armed in it, so its send no longer counts. Done under
+        end. Their rows went in the commit, so Q/R no longer serves them; the series is
+        written again, so no delivery of it is claimed until the outbox re-arms them all. Done under
         the output row's lock and only while this version is still the committed one: a
         later run's files are its own."""
         if previous <= output.instances:
@@ -442,7 +442,8 @@ class Synthesizer:
 def _record_output(
     session: Session, job: ClaimedJob, output: Output, ae_title: str, now: datetime
 ) -> int:
-    """One output series' row, its outbox rows, its index entries and its audit event;
+    """One output series' row (written: the dispatch stage releases it and queues its
+    deliveries), its index entries and its audit event;
     returns how many instances the version it replaces had (0 for a new series)."""
     row = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == output.series_uid))
     previous = 0 if row is None else row.instance_count
@@ -456,8 +457,9 @@ def _record_output(
     row.instance_count = output.instances
     row.model_key = f"{job.model_id}@{job.model_version}"
     row.provenance = output.provenance.to_dict()
+    row.state = OutputState.WRITTEN
+    row.send_to = list(job.send_to)
     session.flush()
-    _queue_deliveries(session, row.id, job.send_to, now)
     _index_output(session, job, output, ae_title, now)
     session.add(
         AuditEvent(
@@ -529,25 +531,3 @@ def _index_output(
         else:
             for name, value in values.items():
                 setattr(row, name, value)
-
-
-def _queue_deliveries(
-    session: Session, output_id: int, destinations: Sequence[str], now: datetime
-) -> None:
-    """One outbox row per destination; a re-run re-arms rows that already exist."""
-    for name in destinations:
-        delivery = session.scalar(
-            select(Delivery).where(
-                Delivery.output_series_id == output_id, Delivery.destination == name
-            )
-        )
-        if delivery is None:
-            delivery = Delivery(output_series_id=output_id, destination=name, created_at=now)
-            session.add(delivery)
-        delivery.state = DeliveryState.PENDING
-        delivery.attempts = 0
-        delivery.next_attempt_at = now
-        delivery.last_error = None
-        delivery.lease_until = None
-        delivery.worker = None
-        delivery.claim = None
