@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 if TYPE_CHECKING:
     from storage.database import Database
 
@@ -191,69 +189,43 @@ def _read_only_database(config: Config) -> Database:
 
 
 def _outbox_list(args: argparse.Namespace) -> int:
-    from storage.models import Delivery, OutputSeries
+    from dicom_node.ops.outbox import list_deliveries
 
     config = _config(args)
     db = _read_only_database(config)
     with db.session() as session:
-        rows = session.execute(
-            select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
-        ).all()
-        for d, out in rows:
-            entry = {
-                "id": d.id,
-                "destination": d.destination,
-                "state": d.state.value,
-                "attempts": d.attempts,
-                "series_uid": out.series_uid,
-                "instances": out.instance_count,
-                "model": out.model_key,
-                "next_attempt_at": d.next_attempt_at.isoformat(),
-                "last_error": d.last_error,
-            }
-            print(
-                json.dumps(entry)
-                if args.json
-                else f"{d.id}\t{d.state.value}\t{d.destination}\t{d.attempts}\t{out.series_uid}"
-                f"\t{d.last_error or ''}"
-            )
+        rows = list_deliveries(session)
+    for row in rows:
+        print(
+            json.dumps(row)
+            if args.json
+            else f"{row['id']}\t{row['state']}\t{row['destination']}\t{row['attempts']}"
+            f"\t{row['series_uid']}\t{row['last_error'] or ''}"
+        )
     return 0
 
 
 def _outbox_retry(args: argparse.Namespace) -> int:
+    from dicom_node.ops.outbox import retry
     from storage.database import Database
-    from storage.queue import reset_delivery
 
     config = _config(args)
     db = Database(config.database_url)
     with db.session() as session:
-        ok = reset_delivery(session, args.id, datetime.now(UTC))
+        ok = retry(session, args.id, datetime.now(UTC))
     print(f"delivery {args.id}: {'queued for sending' if ok else 'not found or in flight'}")
     return 0 if ok else 1
 
 
 def _jobs_list(args: argparse.Namespace) -> int:
-    from storage.models import Job
+    from dicom_node.ops.jobs import list_jobs
 
     config = _config(args)
     db = _read_only_database(config)
     with db.session() as session:
-        for job in session.scalars(select(Job).order_by(Job.id)):
-            print(
-                json.dumps(
-                    {
-                        "id": job.id,
-                        "study_uid": job.study.study_uid,
-                        "model": job.model_id,
-                        "version": job.model_version,
-                        "state": job.state.value,
-                        "attempts": job.attempts,
-                        "inputs": job.input_series,
-                        "output_series_uid": job.output_series_uid,
-                        "error": job.error,
-                    }
-                )
-            )
+        rows = list_jobs(session)
+    for row in rows:
+        print(json.dumps(row))
     return 0
 
 

@@ -1,0 +1,2 @@
+"""The operator's use-cases, shared by the CLI and the coming API: each takes a session
+and returns plain, JSON-ready rows or an outcome, so no front end queries the ORM."""
