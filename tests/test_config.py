@@ -413,10 +413,12 @@ def test_every_sub_command_takes_config_after_it() -> None:
         ["models", "validate", "m.onnx"],
         ["outbox", "list"],
         ["outbox", "retry", "7"],
+        ["outbox", "resend", "1.2.3"],
         ["verify", "x.dcm"],
         ["keys", "init"],
         ["roles", "explain", "1.2.3"],
         ["jobs", "list"],
+        ["studies", "list"],
     ]
     parser = build_parser()
     for argv in leaves:

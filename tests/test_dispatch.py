@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,7 +17,7 @@ from dicom_node.dispatch.dispatcher import backoff
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import Orthanc, StoreSCP, free_port, stored_ok, storescu, wait_until
-from storage.models import AuditEvent, Delivery, DeliveryState
+from storage.models import AuditEvent, Delivery, DeliveryState, OutputSeries, OutputState
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +151,70 @@ def test_outage_then_recovery_delivers_once_and_operator_retry_resends_same_seri
         what="the retried delivery",
     )
     assert _ct_instances(pacs, study.study_uid) == [4]
+
+
+def _delivered(node: Node) -> bool:
+    """The output series is delivered and every one of its deliveries done."""
+    with node.db.session() as session:
+        output = session.scalar(select(OutputSeries))
+        states = set(session.scalars(select(Delivery.state)))
+    return (
+        output is not None
+        and output.state == OutputState.DELIVERED
+        and states == {DeliveryState.DONE}
+    )
+
+
+def test_operator_lists_the_study_and_resends_its_output_to_the_route_or_a_named_destination(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pacs, archive = orthanc_factory("pacs"), orthanc_factory("archive")
+    node = node_factory(
+        {
+            "destinations": [
+                {"name": name, "ae_title": "ORTHANC", "host": "127.0.0.1", "port": peer.dicom_port}
+                for name, peer in (("pacs", pacs), ("archive", archive))
+            ],
+            "routes": [{"model": "mr-t1-to-ct", "send_to": ["pacs"]}],
+            "dispatch": {"backoff_initial_s": 0.2, "backoff_max_s": 1.0},
+        }
+    )
+    study = _send_study(node, tmp_path / "in", slices=4)
+    wait_until(lambda: _delivered(node), 60, what="the output delivered to the PACS")
+    assert _ct_instances(pacs, study.study_uid) == [4]
+    config = str(tmp_path / "config.yaml")
+
+    capsys.readouterr()
+    assert cli(["--config", config, "studies", "list", "--json"]) == 0
+    (row,) = map(json.loads, capsys.readouterr().out.splitlines())
+    assert (row["study_uid"], row["state"]) == (study.study_uid, "routed")
+    t1, ct = row["series"]  # Series Number order: 3, then 9003
+    assert (t1["modality"], t1["roles"], t1["ignored"], t1["output"]) == ("MR", ["T1"], None, None)
+    assert (ct["modality"], ct["roles"], ct["ignored"]) == ("CT", [], "synthetic")
+    assert ct["output"] == {"model": "mr-t1-to-ct@1.0.0", "state": "delivered", "send_to": ["pacs"]}
+    assert ct["instances"] == 4
+    assert cli(["--config", config, "studies", "list"]) == 0
+    assert "#3 MR T1; #9003 CT output of mr-t1-to-ct@1.0.0, delivered" in capsys.readouterr().out
+
+    series_uid = ct["series_uid"]
+    assert cli(["--config", config, "outbox", "resend", series_uid, "--to", "archive"]) == 0
+    wait_until(lambda: _ct_instances(archive, study.study_uid) == [4], 60, what="the archive copy")
+    wait_until(lambda: _delivered(node), 30, what="the series delivered again")
+
+    for series in pacs.series_of_study(study.study_uid):  # the PACS lost the output
+        if series["MainDicomTags"].get("Modality") == "CT":
+            pacs.delete(f"/series/{series['ID']}")
+    assert _ct_instances(pacs, study.study_uid) == []
+    assert cli(["--config", config, "outbox", "resend", series_uid]) == 0
+    assert f"output series {series_uid}: queued for pacs" in capsys.readouterr().out
+    wait_until(lambda: _ct_instances(pacs, study.study_uid) == [4], 60, what="the PACS copy")
+    wait_until(lambda: _delivered(node), 30, what="the series delivered again")
+
+    assert cli(["--config", config, "outbox", "resend", "1.2.3.4"]) == 1
+    assert cli(["--config", config, "outbox", "resend", series_uid, "--to", "nowhere"]) == 1
+    err = capsys.readouterr().err
+    assert "no output series 1.2.3.4" in err and "no destination named nowhere" in err

@@ -1,4 +1,4 @@
-"""DICOM Digital Signatures made by dicom_node.evidence.signature, checked by real DCMTK and
+"""DICOM Digital Signatures made by dicom_node.evidence.signing, checked by real DCMTK and
 dicom3tools.
 
 Each check is made twice: by DCMTK's independent ``dcmsign --verify`` (PS3.15 Annex C /
@@ -35,11 +35,8 @@ from synthesis import synthetic_series
 from dicom_node.evidence.keys import Signer, create_self_signed
 from dicom_node.evidence.provenance import DCMTK_DICTIONARY_SUPPLEMENT, block_tags
 from dicom_node.evidence.provenance import PRIVATE_CREATOR as PROVENANCE_PRIVATE_CREATOR
-from dicom_node.evidence.signature import (
-    SignatureCheck,
-    sign_dataset,
-    verify_dataset,
-)
+from dicom_node.evidence.signing import sign_dataset
+from dicom_node.evidence.verifying import SignatureCheck, verify_dataset
 from dicom_node.synthesize.label import Marking
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 

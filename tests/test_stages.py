@@ -1,5 +1,6 @@
 """`serve --stages`: the stages run apart, one per process, sharing only the database and
-the spool; a study still goes PACS → node → PACS through a real Orthanc."""
+the spool; a study still goes PACS → node → PACS through a real Orthanc, on SQLite and on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def test_unknown_stage_is_refused(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_stages_in_three_processes_round_trip_through_orthanc(
     tmp_path: Path,
+    database_url: str,
     orthanc_factory: Callable[..., Orthanc],
     models_dir: Path,
     signing_keys: tuple[Path, Path],
@@ -33,9 +35,12 @@ def test_stages_in_three_processes_round_trip_through_orthanc(
     pacs = orthanc_factory(
         modalities={"node": ("DICOMNODE", "127.0.0.1", node_port)}, auto_route=True
     )
-    config = write_config(
-        tmp_path, {"node": {"port": node_port}, **sends_to(pacs.dicom_port)}, signing_keys
-    )
+    overrides = {
+        "node": {"port": node_port},
+        "storage": {"database_url": database_url},
+        **sends_to(pacs.dicom_port),
+    }
+    config = write_config(tmp_path, overrides, signing_keys)
     processes = [
         NodeProcess(config, node_port, stages=stages)
         for stages in ("receive,route", "synthesize", "dispatch")
@@ -56,7 +61,7 @@ def test_stages_in_three_processes_round_trip_through_orthanc(
             )
 
         wait_until(ct_in_pacs, 120, what="the synthetic CT in the PACS")
-        db = Database(f"sqlite:///{tmp_path / 'var' / 'node.db'}")
+        db = Database(database_url)
 
         def delivered() -> bool:
             with db.session() as session:

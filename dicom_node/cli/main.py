@@ -217,6 +217,55 @@ def _outbox_retry(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _outbox_resend(args: argparse.Namespace) -> int:
+    from dicom_node.ops.outbox import ResendRefused, resend
+    from storage.database import Database
+
+    config = _config(args)
+    names = {d.name for d in config.destinations}
+    db = Database(config.database_url)
+    try:
+        with db.session() as session:
+            queued = resend(session, args.series_uid, datetime.now(UTC), names, args.to)
+    except ResendRefused as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"output series {args.series_uid}: queued for {', '.join(queued)}")
+    return 0
+
+
+def _studies_list(args: argparse.Namespace) -> int:
+    from dicom_node.ops.studies import list_studies
+    from storage.spool import Spool
+
+    config = _config(args)
+    db = _read_only_database(config)
+    with db.session() as session:
+        rows = list_studies(
+            session, Spool(config.spool_dir), config.series_roles, config.series_exclusions
+        )
+    for row in rows:
+        print(
+            json.dumps(row)
+            if args.json
+            else f"{row['study_uid']}\t{row['state']}\t" + _series_summary(row["series"])
+        )
+    return 0
+
+
+def _series_summary(series: list[dict[str, Any]]) -> str:
+    """One study's series for people: number, modality, and role, output state or why none."""
+    parts = []
+    for s in series:
+        if s["output"] is not None:
+            what = f"output of {s['output']['model']}, {s['output']['state']}"
+        else:
+            what = ",".join(s["roles"]) or f"no role: {s['ignored']}"
+        number = "-" if s["series_number"] is None else s["series_number"]
+        parts.append(f"#{number} {s['modality']} {what}")
+    return "; ".join(parts)
+
+
 def _jobs_list(args: argparse.Namespace) -> int:
     from dicom_node.ops.jobs import list_jobs
 
@@ -428,6 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
     retry = outbox.add_parser("retry", help="send a delivery again", parents=config)
     retry.add_argument("id", type=int)
     retry.set_defaults(func=_outbox_retry)
+    resend = outbox.add_parser(
+        "resend",
+        help="send an output series again to its route's destinations, or --to one",
+        parents=config,
+    )
+    resend.add_argument("series_uid", help="the output's Series Instance UID")
+    resend.add_argument("--to", help="destination name from the configuration")
+    resend.set_defaults(func=_outbox_resend)
 
     verify = sub.add_parser(
         "verify", help="is a file synthetic, and is its evidence intact?", parents=config
@@ -465,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="jobs_command", required=True
     )
     jobs.add_parser("list", parents=config).set_defaults(func=_jobs_list)
+
+    studies = sub.add_parser("studies", help="received studies").add_subparsers(
+        dest="studies_command", required=True
+    )
+    slist = studies.add_parser(
+        "list", help="every study with its state and its series' roles", parents=config
+    )
+    slist.add_argument("--json", action="store_true")
+    slist.set_defaults(func=_studies_list)
     return parser
 
 

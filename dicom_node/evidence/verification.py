@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicom_node.dicom.codes import SYNTHESIZING_EQUIPMENT
 from dicom_node.evidence.provenance import read_private_block
-from dicom_node.evidence.signature import verify_dataset
+from dicom_node.evidence.verifying import verify_dataset
 from dicom_node.evidence.watermark import detect
 
 

@@ -1,15 +1,26 @@
-"""The outbox as an operator sees it: every delivery, and sending one again."""
+"""The outbox as an operator sees it: every delivery, sending one again, and sending a
+whole output series again."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from dicom_node.dispatch.outbox import queue_deliveries
 from storage.models import Delivery, OutputSeries, OutputState
 from storage.queue import reset_delivery
+
+RESENDABLE = (OutputState.RELEASED, OutputState.DELIVERED)
+"""Only a series cleared for sending is sent again: a written one is released (and sent)
+by the outbox anyway, and one awaiting review or rejected must not leave the node."""
+
+
+class ResendRefused(ValueError):
+    """The series cannot be sent again; the message says why."""
 
 
 def list_deliveries(session: Session) -> list[dict[str, Any]]:
@@ -47,3 +58,36 @@ def retry(session: Session, delivery_id: int, now: datetime) -> bool:
         .values(state=OutputState.RELEASED)
     )
     return True
+
+
+def resend(
+    session: Session,
+    series_uid: str,
+    now: datetime,
+    destinations: Collection[str],
+    to: str | None = None,
+) -> list[str]:
+    """Queues the output series ``series_uid`` again for the destinations its route named,
+    or for ``to`` alone (any of the configured ``destinations``); returns those queued.
+
+    Their deliveries are re-armed as a re-run re-arms them (attempts zeroed; a send in
+    flight loses its claim, so it cannot mark the new one done), and a delivered series
+    is released again until they are done. The same UIDs go out again, so a destination
+    replaces what it holds, or keeps its first copy. Raises :class:`ResendRefused` for
+    an unknown series, one not released, or a destination not configured.
+    """
+    output = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == series_uid))
+    if output is None:
+        raise ResendRefused(f"no output series {series_uid}")
+    if output.state not in RESENDABLE:
+        raise ResendRefused(
+            f"output series {series_uid} is {output.state.value}: only a released or "
+            "delivered series is sent again"
+        )
+    targets = [to] if to is not None else list(output.send_to)
+    unknown = [name for name in targets if name not in destinations]
+    if unknown:
+        raise ResendRefused(f"no destination named {', '.join(unknown)} in the configuration")
+    queue_deliveries(session, output.id, targets, now)
+    output.state = OutputState.RELEASED
+    return targets

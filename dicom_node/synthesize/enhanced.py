@@ -41,7 +41,7 @@ from dicom_node.dicom.uids import (
 )
 from dicom_node.evidence.marking import OVERLAY_GROUP, add_overlay
 from dicom_node.evidence.provenance import ProvenanceRecord, block_tags, write_private_block
-from dicom_node.evidence.signature import sign_dataset
+from dicom_node.evidence.signing import sign_dataset
 from dicom_node.synthesize.label import CT_IMAGE_STORAGE, SIGNED_KEYWORDS, Marking, build_series
 from dicom_node.synthesize.volume import SeriesVolume
 from inference.card import ModelCard

@@ -37,7 +37,8 @@ from dicom_node.evidence import watermark
 from dicom_node.evidence.keys import Signer
 from dicom_node.evidence.marking import OVERLAY_GROUP, VisibleMark, add_overlay, burn_in
 from dicom_node.evidence.provenance import ProvenanceRecord, block_tags, write_private_block
-from dicom_node.evidence.signature import DEFAULT_SIGNED_KEYWORDS, sign_dataset
+from dicom_node.evidence.signed_tags import DEFAULT_SIGNED_KEYWORDS
+from dicom_node.evidence.signing import sign_dataset
 from dicom_node.synthesize.input_guard import OUT_OF_DISTRIBUTION_MARK
 from dicom_node.synthesize.volume import SeriesVolume
 from inference.card import ModelCard
