@@ -15,7 +15,7 @@ from conftest import sends_to
 from sqlalchemy import func, select
 
 from dicom_node.evidence.provenance import read_private_block
-from dicom_node.evidence.verification import verify_file
+from dicom_node.evidence.verify import verify_file
 from dicom_node.evidence.watermark import detect
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, valid_ds, write_series

@@ -17,7 +17,7 @@ from synthesis import synthetic_series
 from dicom_node.evidence.keys import Signer, create_self_signed
 from dicom_node.evidence.marking import text_bitmap
 from dicom_node.evidence.provenance import read_private_block
-from dicom_node.evidence.verification import verify_file
+from dicom_node.evidence.verify import verify_file
 from dicom_node.evidence.watermark import detect
 from dicom_node.synthesize.label import Marking
 from dicom_node.synthesize.volume import load_series

@@ -279,7 +279,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dicom_node.evidence.verification import (
+    from dicom_node.evidence.verify import (
         UnreadableFile,
         dicom_files,
         load_certificates,
