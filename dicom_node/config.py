@@ -120,6 +120,12 @@ class QueryRetrieveSettings(_Section):
     calling_ae_hosts: dict[str, list[str]] = Field(
         default_factory=dict, description="AE title → addresses or networks it may query from"
     )
+    serve_unreleased_outputs: bool = Field(
+        False,
+        description="also answer with the node's outputs not cleared for sending (written, "
+        "awaiting review, rejected); off, a workstation never finds an unreviewed or "
+        "rejected synthetic series",
+    )
 
     @field_validator("calling_ae_hosts")
     @classmethod
@@ -207,6 +213,11 @@ class Destination(_Section):
 class Route(_Section):
     model: str = Field(min_length=1, description="model id from its card")
     send_to: list[str] = Field(min_length=1)
+    review: bool = Field(
+        False,
+        description="hold every output series in awaiting_review until a person approves "
+        "(sent) or rejects (never sent) it",
+    )
     visible_mark: Literal["overlay", "burn_in", "none"] | None = Field(
         None, description="default: overlay for CT outputs, burn_in for MR outputs"
     )

@@ -195,7 +195,12 @@ def test_operator_lists_the_study_and_resends_its_output_to_the_route_or_a_named
     t1, ct = row["series"]  # Series Number order: 3, then 9003
     assert (t1["modality"], t1["roles"], t1["ignored"], t1["output"]) == ("MR", ["T1"], None, None)
     assert (ct["modality"], ct["roles"], ct["ignored"]) == ("CT", [], "synthetic")
-    assert ct["output"] == {"model": "mr-t1-to-ct@1.0.0", "state": "delivered", "send_to": ["pacs"]}
+    assert ct["output"] == {
+        "model": "mr-t1-to-ct@1.0.0",
+        "state": "delivered",
+        "send_to": ["pacs"],
+        "review": None,
+    }
     assert ct["instances"] == 4
     assert cli(["--config", config, "studies", "list"]) == 0
     assert "#3 MR T1; #9003 CT output of mr-t1-to-ct@1.0.0, delivered" in capsys.readouterr().out

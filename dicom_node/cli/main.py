@@ -259,11 +259,53 @@ def _series_summary(series: list[dict[str, Any]]) -> str:
     for s in series:
         if s["output"] is not None:
             what = f"output of {s['output']['model']}, {s['output']['state']}"
+            review = s["output"]["review"]
+            if review is not None and "reviewer" in review:
+                what += f" ({review['status']} by {review['reviewer']} at {review['at']})"
         else:
             what = ",".join(s["roles"]) or f"no role: {s['ignored']}"
         number = "-" if s["series_number"] is None else s["series_number"]
         parts.append(f"#{number} {s['modality']} {what}")
     return "; ".join(parts)
+
+
+def _review_list(args: argparse.Namespace) -> int:
+    from dicom_node.ops.review import review_queue
+
+    config = _config(args)
+    db = _read_only_database(config)
+    with db.session() as session:
+        rows = review_queue(session, datetime.now(UTC))
+    for row in rows:
+        print(
+            json.dumps(row)
+            if args.json
+            else f"{row['series_uid']}\t{row['model']}\t{row['instances']} instance(s)"
+            f"\twaiting {row['waited_s']} s\tstudy {row['study_uid']}"
+        )
+    return 0
+
+
+def _review_decide(args: argparse.Namespace) -> int:
+    from dicom_node.ops.review import ReviewRefused, approve, reject
+    from storage.database import Database
+
+    config = _config(args)
+    db = Database(config.database_url)
+    now = datetime.now(UTC)
+    try:
+        with db.session() as session:
+            if args.review_command == "approve":
+                queued = approve(session, args.series_uid, args.reviewer, now, args.comment)
+                outcome = f"approved by {args.reviewer}, queued for {', '.join(queued)}"
+            else:
+                reject(session, args.series_uid, args.reviewer, args.reason, now)
+                outcome = f"rejected by {args.reviewer}: never sent"
+    except ReviewRefused as exc:
+        print(f"dicom-node: {exc}", file=sys.stderr)
+        return 1
+    print(f"output series {args.series_uid}: {outcome}")
+    return 0
 
 
 def _jobs_list(args: argparse.Namespace) -> int:
@@ -531,6 +573,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(func=_studies_list)
+
+    review = sub.add_parser(
+        "review", help="output series held for review by their route"
+    ).add_subparsers(dest="review_command", required=True)
+    rlist = review.add_parser("list", help="the review queue, oldest first", parents=config)
+    rlist.add_argument("--json", action="store_true")
+    rlist.set_defaults(func=_review_list)
+    approve = review.add_parser(
+        "approve", help="release a series awaiting review to its destinations", parents=config
+    )
+    approve.add_argument("series_uid", help="the output's Series Instance UID")
+    approve.add_argument("--reviewer", required=True, help="who decides")
+    approve.add_argument("--comment", help="optional, recorded with the decision")
+    approve.set_defaults(func=_review_decide)
+    reject = review.add_parser(
+        "reject", help="refuse a series awaiting review: never sent", parents=config
+    )
+    reject.add_argument("series_uid", help="the output's Series Instance UID")
+    reject.add_argument("--reviewer", required=True, help="who decides")
+    reject.add_argument("--reason", required=True, help="why; recorded with the decision")
+    reject.set_defaults(func=_review_decide)
     return parser
 
 

@@ -1,16 +1,19 @@
-"""The outbox: written output series are released and their deliveries queued.
+"""The outbox: written output series are released and their deliveries queued, or held
+for review.
 
 The synthesis job only writes a series (state ``written``, with the destinations its
 route named); this step, in the dispatch stage, moves it to ``released`` and queues one
-delivery per destination in the same transaction. No route has a review gate yet, so a
-written series is released as it is; the gate, when it comes, will hold it in
-``awaiting_review`` instead. A re-run of the job writes the series again (``written``),
-and releasing it re-arms its deliveries: the destination gets the new version.
+delivery per destination in the same transaction. A series of a route with
+``review: true`` goes to ``awaiting_review`` instead, and nothing is queued: a person
+releases it (:mod:`dicom_node.ops.review`). A re-run of the job writes the series again
+(``written``), and releasing it re-arms its deliveries: the destination gets the new
+version. A decision taken on the earlier version does not carry over to the new pixels:
+it is recorded as superseded here, and a reviewed route's series awaits review again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -18,9 +21,24 @@ from sqlalchemy.orm import Session
 
 from dicom_node.obs.logs import emit, get_logger
 from storage.database import Database
-from storage.models import Delivery, DeliveryState, OutputSeries, OutputState
+from storage.models import AuditEvent, Delivery, DeliveryState, Job, OutputSeries, OutputState
 
 log = get_logger("dispatch")
+
+DECISIONS = ("review.approved", "review.rejected")
+"""Audit kinds of a reviewer's decision (:mod:`dicom_node.ops.review` records them)."""
+REVIEW_EVENTS = (*DECISIONS, "review.awaiting", "review.superseded")
+"""Every audit kind of the review gate, oldest to newest telling a series' review story."""
+
+
+def latest_review_event(session: Session, series_uid: str) -> AuditEvent | None:
+    """The newest review audit event of an output series, or None."""
+    return session.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.series_uid == series_uid, AuditEvent.kind.in_(REVIEW_EVENTS))
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
 
 
 def queue_deliveries(
@@ -46,12 +64,38 @@ def queue_deliveries(
         delivery.claim = None
 
 
-class Outbox:
-    """Releases one written output series per step and queues its deliveries."""
+def _supersede(session: Session, output: OutputSeries, now: datetime) -> None:
+    """Records that the decision on the series' earlier version no longer applies: the
+    series was written again (new pixels) since."""
+    latest = latest_review_event(session, output.series_uid)
+    if latest is None or latest.kind not in DECISIONS:
+        return
+    session.add(
+        AuditEvent(
+            at=now,
+            kind="review.superseded",
+            study_uid=output.study_uid,
+            series_uid=output.series_uid,
+            job_id=output.job_id,
+            detail={
+                "decision": latest.kind.removeprefix("review."),
+                "decided_at": latest.at.isoformat(),
+                **latest.detail,
+            },
+        )
+    )
 
-    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+
+class Outbox:
+    """Releases, or holds for review, one written output series per step."""
+
+    def __init__(
+        self, db: Database, clock: Callable[[], datetime], reviewed: Collection[str] = ()
+    ) -> None:
+        """``reviewed``: the model ids of the routes with ``review: true``."""
         self.db = db
         self.clock = clock
+        self.reviewed = frozenset(reviewed)
 
     def run_once(self) -> bool:
         now = self.clock()
@@ -64,16 +108,35 @@ class Outbox:
             )
             if output is None:
                 return False
-            released = session.execute(
+            model = session.scalar(select(Job.model_id).where(Job.id == output.job_id))
+            held = model in self.reviewed
+            target = OutputState.AWAITING_REVIEW if held else OutputState.RELEASED
+            moved = session.execute(
                 update(OutputSeries)
                 .where(OutputSeries.id == output.id, OutputSeries.state == OutputState.WRITTEN)
-                .values(state=OutputState.RELEASED)
+                .values(state=target)
             )
-            if released.rowcount == 0:  # type: ignore[attr-defined]
-                return True  # another dispatch process released it first
-            queue_deliveries(session, output.id, output.send_to, now)
+            if moved.rowcount == 0:  # type: ignore[attr-defined]
+                return True  # another dispatch process moved it first
+            _supersede(session, output, now)
+            if held:
+                session.add(
+                    AuditEvent(
+                        at=now,
+                        kind="review.awaiting",
+                        study_uid=output.study_uid,
+                        series_uid=output.series_uid,
+                        job_id=output.job_id,
+                        detail={"instances": output.instance_count},
+                    )
+                )
+            else:
+                queue_deliveries(session, output.id, output.send_to, now)
             series_uid, destinations = output.series_uid, list(output.send_to)
-        emit(log, "output.released", series_uid=series_uid, destinations=destinations)
+        if held:
+            emit(log, "output.awaiting_review", series_uid=series_uid, destinations=destinations)
+        else:
+            emit(log, "output.released", series_uid=series_uid, destinations=destinations)
         return True
 
 

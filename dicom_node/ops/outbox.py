@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dicom_node.dispatch.outbox import queue_deliveries
+from dicom_node.ops.review import decision
 from storage.models import Delivery, OutputSeries, OutputState
 from storage.queue import reset_delivery
 
@@ -24,7 +25,8 @@ class ResendRefused(ValueError):
 
 
 def list_deliveries(session: Session) -> list[dict[str, Any]]:
-    """Every delivery with its output series, oldest first."""
+    """Every delivery with its output series and the review decision on it, oldest
+    first."""
     rows = session.execute(
         select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
     ).all()
@@ -36,6 +38,7 @@ def list_deliveries(session: Session) -> list[dict[str, Any]]:
             "attempts": d.attempts,
             "series_uid": out.series_uid,
             "series_state": out.state.value,
+            "review": decision(session, out.series_uid),
             "instances": out.instance_count,
             "model": out.model_key,
             "next_attempt_at": d.next_attempt_at.isoformat(),

@@ -1,6 +1,7 @@
 """Studies as an operator sees them: each study's state and, for each of its series, the
 role it plays as routing reads it now, or why it plays none, and for the node's own
-outputs where they stand (written, released, delivered)."""
+outputs where they stand (written, awaiting review, rejected, released, delivered) and
+the review decision on them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dicom_node.ops.review import decision
 from dicom_node.roles.rules import RoleRules
 from dicom_node.route.assembly import study_series
 from dicom_node.route.routing import study_roles
@@ -60,7 +62,7 @@ def list_studies(
                         "roles": sorted(played.get(s.series_uid, [])),
                         "ignored": ignored.get(s.series_uid)
                         or (None if s.series_uid in read else "unreadable"),
-                        "output": _output(outputs.get(s.series_uid)),
+                        "output": _output(session, outputs.get(s.series_uid)),
                     }
                     for s in series
                 ],
@@ -69,8 +71,13 @@ def list_studies(
     return rows
 
 
-def _output(output: OutputSeries | None) -> dict[str, Any] | None:
+def _output(session: Session, output: OutputSeries | None) -> dict[str, Any] | None:
     """What the node knows of a series it wrote itself; None for a received one."""
     if output is None:
         return None
-    return {"model": output.model_key, "state": output.state.value, "send_to": output.send_to}
+    return {
+        "model": output.model_key,
+        "state": output.state.value,
+        "send_to": output.send_to,
+        "review": decision(session, output.series_uid),
+    }

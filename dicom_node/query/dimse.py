@@ -53,6 +53,7 @@ class QueryRetrieveSCP:
         self.db = db
         self.spool = spool
         settings = config.query_retrieve
+        self.unreleased = settings.serve_unreleased_outputs
         self.policy = AccessPolicy.from_config(
             settings.allowed_calling_aets,
             settings.calling_ae_hosts,
@@ -85,7 +86,7 @@ class QueryRetrieveSCP:
         identifier = event.identifier
         try:
             with self.db.session() as session:
-                answers = list(find(session, identifier))
+                answers = list(find(session, identifier, self.unreleased))
         except QueryError as exc:
             emit(log, "find.refused", 30, reason=str(exc))
             yield QueryRetrieveStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
@@ -106,7 +107,7 @@ class QueryRetrieveSCP:
     def _instances(self, event: Event) -> list[tuple[str, str, str, str]] | None:
         try:
             with self.db.session() as session:
-                return retrieve_keys(session, event.identifier)
+                return retrieve_keys(session, event.identifier, self.unreleased)
         except QueryError as exc:
             emit(log, "retrieve.refused", 30, reason=str(exc))
             return None

@@ -8,6 +8,11 @@ wildcards ``*`` and ``?``, date and time ranges, and lists of UIDs. An answer ca
 the attributes the identifier asked for, from the rows of its level and the levels above,
 and the counts (Number of … Related …, Modalities in Study) computed from the index.
 What a retrieve names is selected here too, by the unique keys of its level and above.
+
+The node's own outputs are served only once cleared for sending (released, delivered):
+one written, awaiting review or rejected is neither found, counted nor retrieved, so no
+workstation reads an unreviewed or rejected synthetic series, unless the caller asks
+for them (``query_retrieve.serve_unreleased_outputs``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import Select, false, func, select
+from sqlalchemy import Select, false, func, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from dicom_node.dicom.attributes import BY_KEYWORD, Key, Level
-from storage.models import Instance, Series, Study
+from storage.models import Instance, OutputSeries, OutputState, Series, Study
 
 LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _TABLES = {"PATIENT": Study, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
@@ -36,6 +41,18 @@ _COUNTS = {
     "NumberOfSeriesRelatedInstances",
     "ModalitiesInStudy",
 }
+
+
+UNRELEASED = (OutputState.WRITTEN, OutputState.AWAITING_REVIEW, OutputState.REJECTED)
+"""Output states not served unless asked for: not (or not yet) cleared for sending."""
+
+
+def served(unreleased: bool) -> ColumnElement[bool]:
+    """The condition on :class:`Series` rows a query may answer with."""
+    if unreleased:
+        return true()
+    held = select(OutputSeries.series_uid).where(OutputSeries.state.in_(UNRELEASED))
+    return Series.series_uid.not_in(held)
 
 
 class QueryError(ValueError):
@@ -84,16 +101,20 @@ def _level(identifier: Dataset) -> Level:
     return level
 
 
-def _base(level: Level) -> Select[Any]:
+def _base(level: Level, shown: ColumnElement[bool]) -> Select[Any]:
     if level in ("PATIENT", "STUDY"):
         return select(Study)
     if level == "SERIES":
-        return cast(Select[Any], select(Series, Study).join(Study, Study.id == Series.study_id))
+        return cast(
+            Select[Any],
+            select(Series, Study).join(Study, Study.id == Series.study_id).where(shown),
+        )
     return cast(
         Select[Any],
         select(Instance, Series, Study)
         .join(Series, Series.id == Instance.series_id)
-        .join(Study, Study.id == Series.study_id),
+        .join(Study, Study.id == Series.study_id)
+        .where(shown),
     )
 
 
@@ -110,11 +131,13 @@ class Match:
     instance: Instance | None = None
 
 
-def find(session: Session, identifier: Dataset) -> Iterator[Dataset]:
-    """The responses to a C-FIND identifier (relational: any key of its level or above)."""
+def find(session: Session, identifier: Dataset, unreleased: bool = False) -> Iterator[Dataset]:
+    """The responses to a C-FIND identifier (relational: any key of its level or above);
+    ``unreleased`` also answers with outputs not cleared for sending."""
     level = _level(identifier)
     visible = _visible(level)
-    query = _base(level)
+    shown = served(unreleased)
+    query = _base(level, shown)
     for element in identifier:
         key = BY_KEYWORD.get(element.keyword)
         if key is None or key.level not in visible:
@@ -127,7 +150,7 @@ def find(session: Session, identifier: Dataset) -> Iterator[Dataset]:
         wanted = [m for m in modalities.split("\\") if m]
         query = query.where(
             select(Series.id)
-            .where(Series.study_id == Study.id, Series.modality.in_(wanted))
+            .where(Series.study_id == Study.id, Series.modality.in_(wanted), shown)
             .exists()
         )
     seen_patients: set[str] = set()
@@ -137,7 +160,7 @@ def find(session: Session, identifier: Dataset) -> Iterator[Dataset]:
             if match.study.patient_id in seen_patients:
                 continue
             seen_patients.add(match.study.patient_id)
-        yield _response(session, identifier, level, match)
+        yield _response(session, identifier, level, match, shown)
 
 
 def _order(level: Level) -> list[Any]:
@@ -175,19 +198,21 @@ def _row_value(key: Key, match: Match) -> Any:
     return None if source is None else getattr(source, key.column)
 
 
-def _count(session: Session, keyword: str, match: Match) -> Any:
+def _count(session: Session, keyword: str, match: Match, shown: ColumnElement[bool]) -> Any:
     study = match.study
     if keyword == "NumberOfPatientRelatedStudies":
         return session.scalar(
             select(func.count(Study.id)).where(Study.patient_id == study.patient_id)
         )
     if keyword == "NumberOfStudyRelatedSeries":
-        return session.scalar(select(func.count(Series.id)).where(Series.study_id == study.id))
+        return session.scalar(
+            select(func.count(Series.id)).where(Series.study_id == study.id, shown)
+        )
     if keyword == "NumberOfStudyRelatedInstances":
         return session.scalar(
             select(func.count(Instance.id))
             .join(Series, Series.id == Instance.series_id)
-            .where(Series.study_id == study.id)
+            .where(Series.study_id == study.id, shown)
         )
     if keyword == "NumberOfSeriesRelatedInstances" and match.series is not None:
         return session.scalar(
@@ -195,12 +220,19 @@ def _count(session: Session, keyword: str, match: Match) -> Any:
         )
     if keyword == "ModalitiesInStudy":
         return sorted(
-            set(session.scalars(select(Series.modality).where(Series.study_id == study.id))) - {""}
+            set(session.scalars(select(Series.modality).where(Series.study_id == study.id, shown)))
+            - {""}
         )
     return None
 
 
-def _response(session: Session, identifier: Dataset, level: Level, match: Match) -> Dataset:
+def _response(
+    session: Session,
+    identifier: Dataset,
+    level: Level,
+    match: Match,
+    shown: ColumnElement[bool],
+) -> Dataset:
     out = Dataset()
     out.SpecificCharacterSet = "ISO_IR 192"
     out.QueryRetrieveLevel = level
@@ -212,17 +244,19 @@ def _response(session: Session, identifier: Dataset, level: Level, match: Match)
         if key is not None and key.level in _visible(level):
             value = _row_value(key, match)
         elif keyword in _COUNTS:
-            value = _count(session, keyword, match)
+            value = _count(session, keyword, match, shown)
         else:
             value = None
         setattr(out, keyword, value if value != "" else None)
     return out
 
 
-def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str, str, str]]:
+def retrieve_keys(
+    session: Session, identifier: Dataset, unreleased: bool = False
+) -> list[tuple[str, str, str, str]]:
     """(spool key, SOP Class UID, transfer syntax, SOP Instance UID) of every instance a
     C-GET or C-MOVE identifier names, by the unique keys of its level and the levels
-    above."""
+    above; outputs not cleared for sending only with ``unreleased``."""
     level = _level(identifier)
     query = (
         select(
@@ -233,6 +267,7 @@ def retrieve_keys(session: Session, identifier: Dataset) -> list[tuple[str, str,
         )
         .join(Series, Series.id == Instance.series_id)
         .join(Study, Study.id == Series.study_id)
+        .where(served(unreleased))
     )
     named = False
     for keyword, column in (

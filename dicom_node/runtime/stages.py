@@ -161,7 +161,8 @@ def _synthesize(res: Resources) -> Stage:
 
 
 def _dispatch(res: Resources) -> Stage:
-    outbox = Outbox(res.db, res.clock)
+    reviewed = [route.model for route in res.config.routes if route.review]
+    outbox = Outbox(res.db, res.clock, reviewed)
     dispatchers = [
         Dispatcher(res.config, res.db, res.spool, res.clock)
         for _ in range(res.config.dispatch.workers)
