@@ -2,10 +2,12 @@
 
 Starts a local Orthanc (which auto-routes every stable study to the node) and the node
 with the shipped models, writes a simulated patient's T1w and T2w study as DICOM,
-sends it to Orthanc, waits until the synthetic CT and FLAIR arrive back in the same
-study, renders source | synthetic | truth | difference for each as a PNG, and prints
-where it is and how long each stage took. Everything lives under var/demo/ and every
-process it starts is stopped at the end.
+sends it to Orthanc, waits until the synthetic FLAIR arrives back in the same study and
+the synthetic CT waits at the review gate (its route has ``review: true``, as shipped),
+shows the review queue, approves the CT as a reviewer would (``dicom-node review
+approve``) and only then waits for it in Orthanc, renders source | synthetic | truth |
+difference for each as a PNG, and prints where it is and how long each stage took.
+Everything lives under var/demo/ and every process it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[byte
                     {"name": "pacs", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs_port}
                 ],
                 "routes": [
-                    {"model": "mr-t1-to-ct", "send_to": ["pacs"]},
+                    {"model": "mr-t1-to-ct", "send_to": ["pacs"], "review": True},
                     {"model": "mr-t1t2-to-flair", "send_to": ["pacs"]},
                 ],
                 "scheduler": {"poll_seconds": 0.2},
@@ -257,6 +259,18 @@ def _nearest_slice(volume: Volume, reference: Volume, k: int) -> int:
     return int(np.argmin(np.abs(np.asarray(depths) - z)))
 
 
+def review(config: Path, *args: str) -> str:
+    """``dicom-node review ARGS`` on the demo node, as a reviewer types it; its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dicom_node", "review", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dicom-node review {args[0]} failed: {result.stderr}")
+    return result.stdout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=9001, help="simulated patient")
@@ -291,6 +305,33 @@ def main() -> None:
         if result.returncode != 0:
             raise RuntimeError(f"storescu to Orthanc failed: {result.stderr.decode()}")
         stored_at = datetime.now(UTC)
+        config = args.out / "node" / "config.yaml"
+        (held,) = wait_for(
+            "the synthetic CT awaiting review",
+            lambda: [json.loads(line) for line in review(config, "list", "--json").splitlines()],
+            600,
+        )
+        wait_for(
+            "the synthetic FLAIR in Orthanc", lambda: pacs.synthetic_series(study["study"]), 600
+        )
+        print(
+            f"awaiting review: synthetic CT {held['series_uid']} ({held['instances']} "
+            f"instances, waiting {held['waited_s']} s); in Orthanc: "
+            f"{sorted(pacs.synthetic_series(study['study']))} (no CT before approval)"
+        )
+        if "CT" in pacs.synthetic_series(study["study"]):
+            raise RuntimeError("the synthetic CT reached Orthanc before it was approved")
+        print(
+            review(
+                config,
+                "approve",
+                held["series_uid"],
+                "--reviewer",
+                "demo reviewer",
+                "--comment",
+                "checked against the T1",
+            ).strip()
+        )
         arrived = wait_for(
             "the synthetic CT and FLAIR in Orthanc",
             lambda: (
