@@ -225,6 +225,31 @@ def test_a_rerun_with_new_pixels_needs_a_fresh_decision(db: Database, decide: st
         assert _deliveries(db) == [("pacs", DeliveryState.PENDING)]
 
 
+@pytest.mark.parametrize("decide", ["approve", "reject"])
+def test_a_decision_on_the_version_shown_is_refused_once_new_pixels_are_held(
+    db: Database, decide: str
+) -> None:
+    _held(db)
+    with db.session() as session:
+        (shown,) = review_queue(session, NOW)
+    with db.session() as session:  # a re-run lands while the reviewer looks
+        session.execute(update(OutputSeries).values(state=OutputState.WRITTEN, instance_count=5))
+    later = NOW + timedelta(minutes=5)
+    _held(db, later)
+    with pytest.raises(NotAwaitingReview, match="no longer version"), db.session() as session:
+        if decide == "approve":
+            approve(session, SERIES_UID, "dr. who", later, version=shown["version"])
+        else:
+            reject(session, SERIES_UID, "dr. no", "motion", later, version=shown["version"])
+    assert _state(db) == OutputState.AWAITING_REVIEW
+    assert _deliveries(db) == []
+    with db.session() as session:
+        (held,) = review_queue(session, later)
+        assert held["version"] != shown["version"] and held["instances"] == 5
+        approve(session, SERIES_UID, "dr. who", later, version=held["version"])
+    assert _state(db) == OutputState.RELEASED
+
+
 def _series_found(db: Database, unreleased: bool = False) -> list[str]:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "SERIES"

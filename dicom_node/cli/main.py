@@ -280,7 +280,8 @@ def _review_list(args: argparse.Namespace) -> int:
         print(
             json.dumps(row)
             if args.json
-            else f"{row['series_uid']}\t{row['model']}\t{row['instances']} instance(s)"
+            else f"{row['series_uid']}\tversion {row['version']}\t{row['model']}"
+            f"\t{row['instances']} instance(s)"
             f"\twaiting {row['waited_s']} s\tstudy {row['study_uid']}"
         )
     return 0
@@ -296,10 +297,12 @@ def _review_decide(args: argparse.Namespace) -> int:
     try:
         with db.session() as session:
             if args.review_command == "approve":
-                queued = approve(session, args.series_uid, args.reviewer, now, args.comment)
+                queued = approve(
+                    session, args.series_uid, args.reviewer, now, args.comment, args.version
+                )
                 outcome = f"approved by {args.reviewer}, queued for {', '.join(queued)}"
             else:
-                reject(session, args.series_uid, args.reviewer, args.reason, now)
+                reject(session, args.series_uid, args.reviewer, args.reason, now, args.version)
                 outcome = f"rejected by {args.reviewer}: never sent"
     except ReviewRefused as exc:
         print(f"dicom-node: {exc}", file=sys.stderr)
@@ -586,6 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("series_uid", help="the output's Series Instance UID")
     approve.add_argument("--reviewer", required=True, help="who decides")
     approve.add_argument("--comment", help="optional, recorded with the decision")
+    approve.add_argument(
+        "--version",
+        type=int,
+        help="only this version (review list shows it); refused once the series is rewritten",
+    )
     approve.set_defaults(func=_review_decide)
     reject = review.add_parser(
         "reject", help="refuse a series awaiting review: never sent", parents=config
@@ -593,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("series_uid", help="the output's Series Instance UID")
     reject.add_argument("--reviewer", required=True, help="who decides")
     reject.add_argument("--reason", required=True, help="why; recorded with the decision")
+    reject.add_argument(
+        "--version",
+        type=int,
+        help="only this version (review list shows it); refused once the series is rewritten",
+    )
     reject.set_defaults(func=_review_decide)
     return parser
 

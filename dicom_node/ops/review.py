@@ -26,12 +26,15 @@ class ReviewRefused(ValueError):
 
 
 class NotAwaitingReview(ReviewRefused):
-    """The series exists but is not awaiting review (the API answers 409)."""
+    """The series exists but is not awaiting review, or not in the version the reviewer
+    saw (the API answers 409)."""
 
 
 def review_queue(session: Session, now: datetime) -> list[dict[str, Any]]:
     """Every output series awaiting review, oldest first, with how long it has waited
-    (since the outbox held it)."""
+    (since the outbox held it) and its ``version``: the hold's audit event, which a new
+    version of the series (a re-run's new pixels) replaces. A decision may name the
+    version it was taken on, so it never applies to pixels nobody looked at."""
     rows = []
     outputs = session.scalars(
         select(OutputSeries)
@@ -48,6 +51,7 @@ def review_queue(session: Session, now: datetime) -> list[dict[str, Any]]:
                 "model": output.model_key,
                 "instances": output.instance_count,
                 "send_to": output.send_to,
+                "version": held.id if held is not None else None,
                 "awaiting_since": since.isoformat(),
                 "waited_s": round((now - since).total_seconds()),
             }
@@ -57,21 +61,35 @@ def review_queue(session: Session, now: datetime) -> list[dict[str, Any]]:
 
 
 def approve(
-    session: Session, series_uid: str, reviewer: str, now: datetime, comment: str | None = None
+    session: Session,
+    series_uid: str,
+    reviewer: str,
+    now: datetime,
+    comment: str | None = None,
+    version: int | None = None,
 ) -> list[str]:
     """Releases an output series awaiting review and queues its deliveries; returns the
-    destinations queued."""
-    output = _awaiting(session, series_uid, reviewer, OutputState.RELEASED)
+    destinations queued. With ``version`` (from :func:`review_queue`) only that version
+    is approved."""
+    output = _awaiting(session, series_uid, reviewer, OutputState.RELEASED, version)
     queue_deliveries(session, output.id, output.send_to, now)
     _record(session, output, "review.approved", now, reviewer=reviewer, comment=comment)
     return list(output.send_to)
 
 
-def reject(session: Session, series_uid: str, reviewer: str, reason: str, now: datetime) -> None:
-    """Rejects an output series awaiting review: it is never sent, and stays on the node."""
+def reject(
+    session: Session,
+    series_uid: str,
+    reviewer: str,
+    reason: str,
+    now: datetime,
+    version: int | None = None,
+) -> None:
+    """Rejects an output series awaiting review: it is never sent, and stays on the node.
+    With ``version`` only that version is rejected."""
     if not reason.strip():
         raise ReviewRefused("a rejection needs a reason")
-    output = _awaiting(session, series_uid, reviewer, OutputState.REJECTED)
+    output = _awaiting(session, series_uid, reviewer, OutputState.REJECTED, version)
     _record(session, output, "review.rejected", now, reviewer=reviewer, reason=reason)
 
 
@@ -87,14 +105,27 @@ def decision(session: Session, series_uid: str) -> dict[str, Any] | None:
     )
 
 
-def _awaiting(session: Session, series_uid: str, reviewer: str, to: OutputState) -> OutputSeries:
+def _awaiting(
+    session: Session, series_uid: str, reviewer: str, to: OutputState, version: int | None
+) -> OutputSeries:
     """The output series, moved from awaiting_review to ``to`` in one conditional update
-    (a concurrent decision or re-run wins or loses whole)."""
+    (a concurrent decision or re-run wins or loses whole); the row is locked first, so a
+    re-run cannot hold a new version between the version check and the move."""
     if not reviewer.strip():
         raise ReviewRefused("a decision needs the reviewer's name")
-    output = session.scalar(select(OutputSeries).where(OutputSeries.series_uid == series_uid))
+    output = session.scalar(
+        select(OutputSeries).where(OutputSeries.series_uid == series_uid).with_for_update()
+    )
     if output is None:
         raise ReviewRefused(f"no output series {series_uid}")
+    if version is not None:
+        held = latest_review_event(session, series_uid)
+        if held is None or held.id != version or held.kind != "review.awaiting":
+            current = held.id if held is not None and held.kind == "review.awaiting" else None
+            raise NotAwaitingReview(
+                f"output series {series_uid} is no longer version {version}"
+                + (f" (now version {current}): look at it again" if current else "")
+            )
     moved = session.execute(
         update(OutputSeries)
         .where(OutputSeries.id == output.id, OutputSeries.state == OutputState.AWAITING_REVIEW)
