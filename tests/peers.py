@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.dataset import Dataset
+
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 AUTO_ROUTE_LUA = """
@@ -195,6 +198,31 @@ def storescu(
 def stored_ok(result: subprocess.CompletedProcess[str]) -> int:
     """How many store responses storescu reports as Success (it exits 0 on failures)."""
     return (result.stdout + result.stderr).count("Received Store Response (Success)")
+
+
+def findscu(port: int, folder: Path, keys: list[str], model: str = "-S") -> list[Dataset]:
+    """DCMTK findscu against the node (AE DICOMNODE on loopback, calling AE FINDSCU):
+    the C-FIND responses, as datasets, that it writes into ``folder`` (created)."""
+    folder.mkdir()
+    subprocess.run(
+        [
+            "findscu",
+            model,
+            "-X",
+            "-od",
+            str(folder),
+            "-aec",
+            "DICOMNODE",
+            "127.0.0.1",
+            str(port),
+            *[a for k in keys for a in ("-k", k)],
+        ],
+        check=True,
+        capture_output=True,
+        env=DCMTK_ENV,
+        timeout=60,
+    )
+    return [pydicom.dcmread(p) for p in sorted(folder.glob("rsp*.dcm"))]
 
 
 def echoscu(

@@ -48,7 +48,10 @@ def _tables(path: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-@pytest.mark.parametrize("command", [["jobs", "list"], ["outbox", "list"], ["studies", "list"]])
+@pytest.mark.parametrize(
+    "command",
+    [["jobs", "list"], ["outbox", "list"], ["studies", "list"], ["review", "list", "--json"]],
+)
 def test_read_only_commands_never_migrate_or_create_the_database(
     tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

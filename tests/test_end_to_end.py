@@ -3,7 +3,10 @@ synthesizes the missing CT and sends it back into the same study."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,15 @@ from dicom_node.evidence.watermark import detect
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, valid_ds, write_series
 from inference.training.simulate import Acquisition, simulate_subject
-from peers import Orthanc, dciodvfy_errors, free_port, stored_ok, storescu, wait_until
+from peers import (
+    Orthanc,
+    dciodvfy_errors,
+    findscu,
+    free_port,
+    stored_ok,
+    storescu,
+    wait_until,
+)
 from storage.models import AuditEvent, Instance, Job, Series
 
 pytestmark = pytest.mark.integration
@@ -328,3 +339,102 @@ def test_enhanced_route_gets_one_multi_frame_synthetic_ct_back_on_the_source_gri
     assert verify_file(path).signature == "valid"
     assert _dcmsign_ok(path, signing_keys[1])
     assert dciodvfy_errors(path) == []
+
+
+def _review_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `dicom-node review …` command, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_node", "--config", str(config), "review", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _review_queue(config: Path) -> dict[str, dict[str, Any]]:
+    """`review list --json`, by study."""
+    result = _review_cli(config, "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    return {row["study_uid"]: row for row in rows}
+
+
+def _absent_for(pacs: Orthanc, study_uids: list[str], seconds: float) -> None:
+    """No synthetic series of any of ``study_uids`` reaches the PACS for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for uid in study_uids:
+            assert _synthetic_series(pacs, uid) == [], f"a held output of {uid} reached the PACS"
+        time.sleep(0.5)
+
+
+def test_reviewed_route_holds_the_ct_until_approved_and_never_sends_a_rejected_one(
+    tmp_path: Path,
+    orthanc_factory: Callable[..., Orthanc],
+    node_factory: Callable[..., Node],
+    models_dir: Path,
+) -> None:
+    """The same study through a node without review gives the time its CT takes to reach
+    the PACS (t); with `review: true` on the route, the CT is listed by `review list` and
+    stays out of the PACS for 2·t after that; `review approve` (the CLI) delivers exactly
+    one complete series; a second study's CT rejected with `review reject` never arrives
+    within 2·t either, and the node's Q/R does not answer with it."""
+    study, other = StudySpec(), StudySpec()
+    paths = write_series(axial_series(study, ramp_pixels(slices=8)), tmp_path / "t1")
+    other_paths = write_series(axial_series(other, ramp_pixels(slices=8)), tmp_path / "t1b")
+    models = {"inference": {"models_dir": str(models_dir)}}
+
+    plain_pacs = orthanc_factory("plain-pacs")
+    plain = node_factory({**sends_to(plain_pacs.dicom_port), **models}, tmp_path / "plain")
+    assert plain.address is not None
+    start = time.monotonic()
+    assert stored_ok(storescu("127.0.0.1", plain.address[1], "DICOMNODE", paths)) == 8
+    _wait_for_ct(plain_pacs, study.study_uid, instances=8)
+    unreviewed_s = time.monotonic() - start
+    plain.stop(drain_s=5)
+
+    pacs = orthanc_factory("pacs")
+    routes = sends_to(pacs.dicom_port)
+    routes["routes"][0]["review"] = True
+    reviewed = node_factory(
+        {**routes, **models, "query_retrieve": {"allowed_calling_aets": ["FINDSCU"]}},
+        tmp_path / "reviewed",
+    )
+    config = tmp_path / "reviewed" / "config.yaml"
+    assert reviewed.address is not None
+    port = reviewed.address[1]
+    assert stored_ok(storescu("127.0.0.1", port, "DICOMNODE", [*paths, *other_paths])) == 16
+
+    def both_held() -> dict[str, dict[str, Any]] | None:
+        queue = _review_queue(config)
+        return queue if len(queue) == 2 else None
+
+    queue = wait_until(both_held, 120, interval=0.5, what="both outputs awaiting review")
+    held, refused = queue[study.study_uid], queue[other.study_uid]
+    assert held["model"].startswith("mr-t1-to-ct@") and held["instances"] == 8
+    assert held["send_to"] == ["pacs"] and isinstance(held["waited_s"], int)
+    _absent_for(pacs, [study.study_uid, other.study_uid], 2 * unreviewed_s)
+
+    approved = _review_cli(config, "approve", held["series_uid"], "--reviewer", "dr. who")
+    assert approved.returncode == 0, approved.stderr
+    assert "approved by dr. who, queued for pacs" in approved.stdout
+    rejected = _review_cli(
+        config, "reject", refused["series_uid"], "--reviewer", "dr. who", "--reason", "artefact"
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    assert "rejected by dr. who: never sent" in rejected.stdout
+    assert _review_queue(config) == {}
+
+    ct = _wait_for_ct(pacs, study.study_uid, instances=8)
+    assert ct["MainDicomTags"]["SeriesInstanceUID"] == held["series_uid"]
+    _absent_for(pacs, [other.study_uid], 2 * unreviewed_s)
+    (only,) = _synthetic_series(pacs, study.study_uid)
+    assert only["ID"] == ct["ID"] and len(only["Instances"]) == 8
+
+    def found(study_uid: str, name: str) -> list[str]:
+        keys = ["QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study_uid}", "Modality"]
+        responses = findscu(port, tmp_path / name, [*keys, "SeriesInstanceUID"])
+        return [ds.SeriesInstanceUID for ds in responses if ds.Modality == "CT"]
+
+    assert found(study.study_uid, "find-approved") == [held["series_uid"]]
+    assert found(other.study_uid, "find-rejected") == []

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from dicom_node.dicom.status import QueryRetrieveStatus
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
-from peers import DCMTK_ENV, Orthanc, stored_ok, storescu, wait_until
+from peers import DCMTK_ENV, Orthanc, findscu, stored_ok, storescu, wait_until
 from storage.models import Instance, Job, JobState, OutputSeries, Series
 
 pytestmark = pytest.mark.integration
@@ -75,31 +75,8 @@ def holding(
     yield Holding(node, pacs, node.address[1], doe, roe)
 
 
-def _find(port: int, folder: Path, keys: list[str], model: str = "-S") -> list[Dataset]:
-    folder.mkdir()
-    subprocess.run(
-        [
-            "findscu",
-            model,
-            "-X",
-            "-od",
-            str(folder),
-            "-aec",
-            "DICOMNODE",
-            "127.0.0.1",
-            str(port),
-            *[a for k in keys for a in ("-k", k)],
-        ],
-        check=True,
-        capture_output=True,
-        env=DCMTK_ENV,
-        timeout=60,
-    )
-    return [pydicom.dcmread(p) for p in sorted(folder.glob("rsp*.dcm"))]
-
-
 def test_find_studies_by_wildcard_name_and_date_range(holding: Holding, tmp_path: Path) -> None:
-    (study,) = _find(
+    (study,) = findscu(
         holding.port,
         tmp_path / "a",
         [
@@ -115,13 +92,13 @@ def test_find_studies_by_wildcard_name_and_date_range(holding: Holding, tmp_path
     assert study.PatientID == "QR-1"
     assert sorted(study.ModalitiesInStudy) == ["CT", "MR"]
     assert int(study.NumberOfStudyRelatedInstances) == 8
-    dated = _find(
+    dated = findscu(
         holding.port,
         tmp_path / "b",
         ["QueryRetrieveLevel=STUDY", "StudyDate=20250101-20251231", "StudyInstanceUID"],
     )
     assert [d.StudyInstanceUID for d in dated] == [holding.roe.study_uid]
-    patients = _find(
+    patients = findscu(
         holding.port,
         tmp_path / "c",
         ["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"],
@@ -131,7 +108,7 @@ def test_find_studies_by_wildcard_name_and_date_range(holding: Holding, tmp_path
 
 
 def test_find_series_shows_the_synthetic_series(holding: Holding, tmp_path: Path) -> None:
-    series = _find(
+    series = findscu(
         holding.port,
         tmp_path / "s",
         [
@@ -150,7 +127,7 @@ def test_find_series_shows_the_synthetic_series(holding: Holding, tmp_path: Path
 
 
 def _synthetic_series_uid(holding: Holding, tmp_path: Path) -> str:
-    (ct,) = _find(
+    (ct,) = findscu(
         holding.port,
         tmp_path / "ct",
         [
@@ -235,7 +212,7 @@ def test_a_rerun_with_fewer_slices_leaves_no_stale_instance_to_find_or_retrieve(
             return [j.state for j in session.scalars(select(Job))] == [JobState.DONE] * 2
 
     wait_until(both_done, 60, what="the re-run")
-    found = _find(
+    found = findscu(
         holding.port,
         tmp_path / "images",
         [

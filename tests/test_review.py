@@ -4,13 +4,17 @@ view, Q/R hiding what is not released, and a re-run never inheriting a decision.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from conftest import write_config
 from pydicom.dataset import Dataset
 from sqlalchemy import select, update
 
+from dicom_node.cli.main import main as cli
 from dicom_node.dispatch.outbox import Outbox
 from dicom_node.ops.outbox import list_deliveries
 from dicom_node.ops.review import (
@@ -287,3 +291,93 @@ def test_q_r_never_serves_a_rejected_output_unless_asked(db: Database) -> None:
         reject(session, SERIES_UID, "dr. no", "motion", NOW)
     assert (_series_found(db), _retrieved(db)) == ([], 0)
     assert _series_found(db, unreleased=True) == [SERIES_UID]
+
+
+def _config(db: Database, folder: Path) -> list[str]:
+    """`--config` of a node on ``db``, for the CLI."""
+    return ["--config", str(write_config(folder, {"storage": {"database_url": db.url}}))]
+
+
+def test_cli_review_list_json_shape_and_text(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(db, tmp_path)
+    assert cli([*config, "review", "list", "--json"]) == 0
+    assert capsys.readouterr().out == ""  # written, not yet held: not in the queue
+    _held(db)
+    assert cli([*config, "review", "list", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    row = json.loads(line)
+    assert set(row) == {
+        "series_uid",
+        "study_uid",
+        "model",
+        "instances",
+        "send_to",
+        "awaiting_since",
+        "waited_s",
+    }
+    assert (row["series_uid"], row["study_uid"], row["model"]) == (
+        SERIES_UID,
+        STUDY_UID,
+        f"{MODEL}@1.0.0",
+    )
+    assert (row["instances"], row["send_to"]) == (4, ["pacs"])
+    assert datetime.fromisoformat(row["awaiting_since"]) == NOW
+    assert isinstance(row["waited_s"], int)
+    assert cli([*config, "review", "list"]) == 0
+    (text,) = capsys.readouterr().out.splitlines()
+    assert text.startswith(f"{SERIES_UID}\t{MODEL}@1.0.0\t4 instance(s)\twaiting ")
+    assert text.endswith(f"\tstudy {STUDY_UID}")
+
+
+@pytest.mark.parametrize("decide", ["approve", "reject"])
+def test_cli_refuses_an_unknown_series(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], decide: str
+) -> None:
+    _held(db)
+    reason = ["--reason", "artefact"] if decide == "reject" else []
+    assert cli([*_config(db, tmp_path), "review", decide, "9.9.9", "--reviewer", "x", *reason]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "dicom-node: no output series 9.9.9"
+    assert captured.out == ""
+    assert _state(db) == OutputState.AWAITING_REVIEW
+
+
+def test_cli_reject_needs_a_reason(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _held(db)
+    config = _config(db, tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        cli([*config, "review", "reject", SERIES_UID, "--reviewer", "x"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: --reason" in capsys.readouterr().err
+    assert cli([*config, "review", "reject", SERIES_UID, "--reviewer", "x", "--reason", " "]) == 1
+    assert capsys.readouterr().err.strip() == "dicom-node: a rejection needs a reason"
+    assert _state(db) == OutputState.AWAITING_REVIEW
+
+
+def test_cli_decides_only_a_series_awaiting_review(
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(db, tmp_path)
+    approve_it = [*config, "review", "approve", SERIES_UID, "--reviewer", "dr. who"]
+    assert cli(approve_it) == 1  # written: the outbox has not held it yet
+    assert capsys.readouterr().err.strip() == (
+        f"dicom-node: output series {SERIES_UID} is written, not awaiting review"
+    )
+    _held(db)
+    assert cli([*approve_it, "--comment", "fine"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"output series {SERIES_UID}: approved by dr. who, queued for pacs"
+    )
+    assert cli(approve_it) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"dicom-node: output series {SERIES_UID} is released, not awaiting review"
+    )
+    reject_it = [*config, "review", "reject", SERIES_UID, "--reviewer", "x", "--reason", "late"]
+    assert cli(reject_it) == 1
+    assert "is released, not awaiting review" in capsys.readouterr().err
+    assert _state(db) == OutputState.RELEASED
+    assert _deliveries(db) == [("pacs", DeliveryState.PENDING)]
