@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+## A regular (not editable) install: setuptools warns at length on every editable one.
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet .
 
 ## Install the node and run it on the embedded defaults (SQLite, local spool, CPU fallback).
 run: install
