@@ -314,6 +314,7 @@ def test_cli_review_list_json_shape_and_text(
         "model",
         "instances",
         "send_to",
+        "version",
         "awaiting_since",
         "waited_s",
     }
@@ -327,7 +328,11 @@ def test_cli_review_list_json_shape_and_text(
     assert isinstance(row["waited_s"], int)
     assert cli([*config, "review", "list"]) == 0
     (text,) = capsys.readouterr().out.splitlines()
-    assert text.startswith(f"{SERIES_UID}\t{MODEL}@1.0.0\t4 instance(s)\twaiting ")
+    version = row["version"]
+    assert isinstance(version, int)
+    assert text.startswith(
+        f"{SERIES_UID}\tversion {version}\t{MODEL}@1.0.0\t4 instance(s)\twaiting "
+    )
     assert text.endswith(f"\tstudy {STUDY_UID}")
 
 
