@@ -259,7 +259,7 @@ class CrashLoop:
         workdir: Path,
         seed: int,
         slices: tuple[int, int] = (6, 12),
-        stable_seconds: float = 1.0,
+        stable_seconds: float = 2.5,
         study_timeout_s: float = 120.0,
         log: Callable[[str], None] = print,
     ) -> None:
