@@ -68,7 +68,6 @@ def test_both_reference_models_load_with_their_validation_on_both_simulators(
 
 
 UNMET = {
-    ("mr-t1-to-ct", "train_sim", "target"),
     ("mr-t1-to-ct", "test_sim", "target"),
     ("mr-t1t2-to-flair", "test_sim", "target"),
     ("mr-t1t2-to-flair", "test_sim", "baseline"),
