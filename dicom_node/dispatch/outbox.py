@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -38,6 +39,22 @@ def latest_review_event(session: Session, series_uid: str) -> AuditEvent | None:
         .where(AuditEvent.series_uid == series_uid, AuditEvent.kind.in_(REVIEW_EVENTS))
         .order_by(AuditEvent.id.desc())
         .limit(1)
+    )
+
+
+def record_event(
+    session: Session, output: OutputSeries, kind: str, now: datetime, detail: dict[str, Any]
+) -> None:
+    """An audit event about an output series: the review gate's story is told in these."""
+    session.add(
+        AuditEvent(
+            at=now,
+            kind=kind,
+            study_uid=output.study_uid,
+            series_uid=output.series_uid,
+            job_id=output.job_id,
+            detail=detail,
+        )
     )
 
 
@@ -70,20 +87,8 @@ def _supersede(session: Session, output: OutputSeries, now: datetime) -> None:
     latest = latest_review_event(session, output.series_uid)
     if latest is None or latest.kind not in DECISIONS:
         return
-    session.add(
-        AuditEvent(
-            at=now,
-            kind="review.superseded",
-            study_uid=output.study_uid,
-            series_uid=output.series_uid,
-            job_id=output.job_id,
-            detail={
-                "decision": latest.kind.removeprefix("review."),
-                "decided_at": latest.at.isoformat(),
-                **latest.detail,
-            },
-        )
-    )
+    decided = {"decision": latest.kind.removeprefix("review."), "decided_at": latest.at.isoformat()}
+    record_event(session, output, "review.superseded", now, {**decided, **latest.detail})
 
 
 class Outbox:
@@ -120,15 +125,8 @@ class Outbox:
                 return True  # another dispatch process moved it first
             _supersede(session, output, now)
             if held:
-                session.add(
-                    AuditEvent(
-                        at=now,
-                        kind="review.awaiting",
-                        study_uid=output.study_uid,
-                        series_uid=output.series_uid,
-                        job_id=output.job_id,
-                        detail={"instances": output.instance_count},
-                    )
+                record_event(
+                    session, output, "review.awaiting", now, {"instances": output.instance_count}
                 )
             else:
                 queue_deliveries(session, output.id, output.send_to, now)

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dicom_node.dispatch.outbox import latest_review_event, queue_deliveries
-from storage.models import AuditEvent, OutputSeries, OutputState
+from dicom_node.dispatch.outbox import latest_review_event, queue_deliveries, record_event
+from storage.models import OutputSeries, OutputState
 
 
 class ReviewRefused(ValueError):
@@ -142,13 +142,5 @@ def _awaiting(
 def _record(
     session: Session, output: OutputSeries, kind: str, now: datetime, **detail: str | None
 ) -> None:
-    session.add(
-        AuditEvent(
-            at=now,
-            kind=kind,
-            study_uid=output.study_uid,
-            series_uid=output.series_uid,
-            job_id=output.job_id,
-            detail={k: v for k, v in detail.items() if v is not None},
-        )
-    )
+    kept = {k: v for k, v in detail.items() if v is not None}
+    record_event(session, output, kind, now, kept)

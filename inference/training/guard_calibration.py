@@ -4,9 +4,9 @@ cases neither fitting nor training made.
 The reference of a role is either the training simulator's canonical contrasts at
 random acquisitions, in every variant a guard must accept (``canonical``: what the
 1.0.0 models were trained on), or whole-head series of the domain-randomised simulator
-(``randomized``: what the 2.0.0 recipes train on). Measured on 2026-12-01, a randomised
-reference spans so many contrasts that the guard accepted every case it should refuse
-(docs/models.md); the shipped guards use the canonical one. The guard is judged on
+(``randomized``: what the 2.x recipes train on). Measured on 2026-12-01, neither made a
+guard worth shipping: fitted on fine grids, both accepted nearly every case they should
+refuse (docs/models.md), so no shipped card carries a guard. The guard is judged on
 labelled cases: T1w series to accept — held-out randomised heads, the training
 simulator's canonical T1w at random acquisitions with more noise, more bias, cropped or
 padded fields of view and lossy JPEG 2000, and the independent test simulator's T1w at
