@@ -271,6 +271,23 @@ class SchedulerSettings(_Section):
     job_max_attempts: int = Field(3, ge=1)
 
 
+class ApiTLS(_Section):
+    """HTTPS for the API and the dashboard."""
+
+    certificate: Path
+    key: Path
+
+
+class ApiSettings(_Section):
+    """The REST API, the dashboard and /metrics: the `api` stage of `serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0: any free port (tests)")
+    tls: ApiTLS | None = None
+    metrics_auth: bool = Field(False, description="true: /metrics needs a viewer's token")
+    session_hours: float = Field(12.0, gt=0, description="a dashboard sign-in lasts this long")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -292,6 +309,7 @@ class Config(_Section):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @field_validator("series_roles", mode="before")

@@ -89,6 +89,18 @@ class OutputState(enum.StrEnum):
     """Every destination stored it."""
 
 
+class Role(enum.StrEnum):
+    """What a user of the API and dashboard may do; each role may do what those before it
+    may."""
+
+    VIEWER = "viewer"
+    """Reads everything the node shows."""
+    REVIEWER = "reviewer"
+    """Reads, and approves or rejects output series awaiting review."""
+    ADMIN = "admin"
+    """Everything: resends, forced completion, users and tokens."""
+
+
 def _enum(e: type[enum.Enum]) -> Enum:
     return Enum(e, values_callable=lambda x: [m.value for m in x], native_enum=False, length=16)
 
@@ -180,6 +192,9 @@ class Job(Base):
     """The running claim's token (storage.queue): only the claim that holds it may renew
     the lease or finish the job; handing the job out again clears it."""
     output_series_uid: Mapped[str | None] = mapped_column(UID, nullable=True)
+    slices_done: Mapped[int] = mapped_column(Integer, default=0)
+    slices_total: Mapped[int] = mapped_column(Integer, default=0)
+    """Progress of the running attempt, in slices through the model (0 of 0: not begun)."""
 
     study: Mapped[Study] = relationship()
 
@@ -259,3 +274,50 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index("ix_audit_series", "series_uid"),)
+
+
+class User(Base):
+    """A person (or a system) that uses the API or the dashboard."""
+
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """argon2id; None: the user signs in with tokens only."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ApiToken(Base):
+    """A bearer token for the API; only its SHA-256 is stored (the token is 256 random
+    bits, so a fast hash is as safe as a slow one and lets every request look it up)."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    user: Mapped[User] = relationship()
+
+
+class WebSession(Base):
+    """A signed-in dashboard session: the cookie carries the secret, the row its SHA-256,
+    the user and the CSRF token every form of the session must return."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship()

@@ -103,6 +103,7 @@ def write_config(
         "inference": {"providers": ["CPUExecutionProvider"], "models_dir": "models"},
         "scheduler": {"poll_seconds": 0.1},
         "dispatch": {"backoff_initial_s": 0.5, "backoff_max_s": 2.0},
+        "api": {"host": "127.0.0.1", "port": free_port()},
     }
     if keys is not None:
         base["signing"] = {"key_file": str(keys[0]), "certificate_file": str(keys[1])}

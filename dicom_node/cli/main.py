@@ -14,20 +14,10 @@ if TYPE_CHECKING:
     from storage.database import Database
 
 from dicom_node import __version__
-from dicom_node.config import Config, ConfigError, Destination, load_config
-from dicom_node.obs.logs import configure
+from dicom_node.cli import accounts
+from dicom_node.cli.common import command_config as _config
+from dicom_node.config import Config, Destination
 from inference.card import ModelCard
-
-
-def _config(args: argparse.Namespace) -> Config:
-    """The configuration, with logging (library warnings included) set up as it says."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"dicom-node: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    configure(config.logging.level)
-    return config
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -483,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the node", parents=config)
     serve.add_argument(
         "--stages",
-        help="comma-separated subset of receive,route,synthesize,dispatch to run in this "
-        "process (default: all)",
+        help="comma-separated subset of receive,route,synthesize,dispatch,api to run in "
+        "this process (default: all)",
     )
     serve.set_defaults(func=_serve)
 
@@ -607,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this version (review list shows it); refused once the series is rewritten",
     )
     reject.set_defaults(func=_review_decide)
+    accounts.add_commands(sub, config)
     return parser
 
 

@@ -21,6 +21,7 @@ from dicom_node.config import Config
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.receive.scp import utcnow
 from dicom_node.runtime.stages import STAGES, ReceiveStage, Resources, build
+from dicom_node.web.server import ApiStage
 from storage.database import Database
 from storage.spool import Spool
 
@@ -47,6 +48,8 @@ class Node:
         resources = Resources(config, self.db, self.spool, clock)
         self.stages = [build(name, resources) for name in STAGES if name in stages]
         self.address: tuple[str, int] | None = None
+        self.api_address: tuple[str, int] | None = None
+        """Where the api stage listens (None without it)."""
 
     def _receive(self) -> ReceiveStage | None:
         return next((s for s in self.stages if isinstance(s, ReceiveStage)), None)
@@ -60,6 +63,8 @@ class Node:
             stage.start()
         receive = self._receive()
         self.address = receive.address if receive else None
+        api = next((s for s in self.stages if isinstance(s, ApiStage)), None)
+        self.api_address = api.address if api else None
         return self.address
 
     def stop(self, drain_s: float = 30.0) -> None:
@@ -94,6 +99,7 @@ class Node:
             ae_title=self.config.node.ae_title,
             host=host,
             port=port,
+            api=f"{self.api_address[0]}:{self.api_address[1]}" if self.api_address else None,
             stages=[s.name for s in self.stages],
         )
         while not done.wait(0.5):

@@ -4,7 +4,8 @@ receive: the listening AE (C-ECHO, C-STORE, and Query/Retrieve of what the node 
 its chore reconciles the spool with the index. route: stable studies → jobs; its chore
 restarts the stability clocks of studies still receiving. synthesize: jobs → written
 output series. dispatch: written series released and their deliveries queued (the
-outbox), then sent. They share nothing but the database and the spool.
+outbox), then sent. api: the REST API, the dashboard and /metrics. They share nothing
+but the database and the spool.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from dicom_node.route.assembly import restart_stability_clocks
 from dicom_node.route.scheduler import Scheduler
 from dicom_node.runtime.stage import LoopStage, Stage
 from dicom_node.synthesize.job import Synthesizer
+from dicom_node.web.context import WebContext
+from dicom_node.web.server import ApiStage
 from inference.registry import Registry, load_registry
 from storage.database import Database
 from storage.spool import Spool
 
 log = get_logger("node")
 
-STAGES = ("receive", "route", "synthesize", "dispatch")
+STAGES = ("receive", "route", "synthesize", "dispatch", "api")
 """Every stage, in the order of the flow; `serve` runs them all unless told otherwise."""
 
 
@@ -175,9 +178,13 @@ def _dispatch(res: Resources) -> Stage:
     )
 
 
+def _api(res: Resources) -> Stage:
+    return ApiStage(WebContext(res.config, res.db, res.spool, res.clock))
+
+
 def build(name: str, res: Resources) -> Stage:
     """The stage called ``name`` (one of :data:`STAGES`)."""
     if name == "receive":
         return ReceiveStage(res)
-    builders = {"route": _route, "synthesize": _synthesize, "dispatch": _dispatch}
+    builders = {"route": _route, "synthesize": _synthesize, "dispatch": _dispatch, "api": _api}
     return builders[name](res)
