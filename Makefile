@@ -40,4 +40,4 @@ test: install-test lint typecheck
 ## A simulated patient through a local Orthanc and the node; prints where the figure is.
 demo: system-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[training]'
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(DEMO_ARGS)

@@ -4,9 +4,12 @@ Starts a local Orthanc (which auto-routes every stable study to the node) and th
 with the shipped models, writes a simulated patient's T1w and T2w study as DICOM,
 sends it to Orthanc, waits until the synthetic FLAIR arrives back in the same study and
 the synthetic CT waits at the review gate (its route has ``review: true``, as shipped),
-shows the review queue, approves the CT as a reviewer would (``dicom-node review
-approve``) and only then waits for it in Orthanc, renders source | synthetic | truth |
-difference for each as a PNG, and prints where it is and how long each stage took.
+shows the review queue (through the REST API, and where to see it in the dashboard, with
+a reviewer's sign-in), approves the CT as a reviewer would (``POST
+/api/v1/outputs/ID/approve`` with the reviewer's token; with ``--review-in-browser`` it
+waits for you to approve it in the dashboard instead) and only then waits for it in
+Orthanc, renders source | synthetic | truth | difference for each as a PNG, and prints
+where it is and how long each stage took.
 Everything lives under var/demo/ and every process it starts is stopped at the end.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -176,7 +180,7 @@ class Orthanc:
         self.process.wait(30)
 
 
-def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[bytes]:
+def start_node(folder: Path, port: int, pacs_port: int, api_port: int) -> subprocess.Popen[bytes]:
     folder.mkdir(parents=True)
     config = folder / "config.yaml"
     config.write_text(
@@ -198,6 +202,7 @@ def start_node(folder: Path, port: int, pacs_port: int) -> subprocess.Popen[byte
                     {"model": "mr-t1t2-to-flair", "send_to": ["pacs"]},
                 ],
                 "scheduler": {"poll_seconds": 0.2},
+                "api": {"host": "127.0.0.1", "port": api_port},
             }
         )
     )
@@ -259,26 +264,50 @@ def _nearest_slice(volume: Volume, reference: Volume, k: int) -> int:
     return int(np.argmin(np.abs(np.asarray(depths) - z)))
 
 
-def review(config: Path, *args: str) -> str:
-    """``dicom-node review ARGS`` on the demo node, as a reviewer types it; its output."""
+def cli(config: Path, *args: str, stdin: str | None = None) -> str:
+    """``dicom-node ARGS`` on the demo node, as an administrator types it; its output."""
     result = subprocess.run(
-        [sys.executable, "-m", "dicom_node", "review", *args, "--config", str(config)],
+        [sys.executable, "-m", "dicom_node", *args, "--config", str(config)],
         capture_output=True,
         text=True,
+        input=stdin,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"dicom-node review {args[0]} failed: {result.stderr}")
+        raise RuntimeError(f"dicom-node {' '.join(args[:2])} failed: {result.stderr}")
     return result.stdout
+
+
+class Api:
+    """The demo node's REST API, as a reviewer's script uses it: bearer token, JSON."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=9001, help="simulated patient")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "demo")
+    parser.add_argument(
+        "--review-in-browser",
+        action="store_true",
+        help="wait for you to approve the synthetic CT in the dashboard (up to 30 min)",
+    )
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    node_port = free_port()
+    node_port, api_port = free_port(), free_port()
     started = time.monotonic()
     subject = simulate_subject(args.seed)
     # The T2 of the same head on a coarser grid, as a T2 often is: the FLAIR model
@@ -295,7 +324,20 @@ def main() -> None:
     pacs = Orthanc(args.out / "orthanc", node_port)
     node = None
     try:
-        node = start_node(args.out / "node", node_port, pacs.dicom)
+        node = start_node(args.out / "node", node_port, pacs.dicom, api_port)
+        config = args.out / "node" / "config.yaml"
+        password = secrets.token_urlsafe(12)
+        cli(
+            config,
+            "users",
+            "add",
+            "reviewer",
+            "--role",
+            "reviewer",
+            "--password-stdin",
+            stdin=password + "\n",
+        )
+        api = Api(api_port, cli(config, "tokens", "create", "reviewer").splitlines()[-1])
         sent_at = datetime.now(UTC)
         result = subprocess.run(
             ["storescu", "-aec", "ORTHANC", "127.0.0.1", str(pacs.dicom), *map(str, t1 + t2)],
@@ -305,33 +347,45 @@ def main() -> None:
         if result.returncode != 0:
             raise RuntimeError(f"storescu to Orthanc failed: {result.stderr.decode()}")
         stored_at = datetime.now(UTC)
-        config = args.out / "node" / "config.yaml"
         (held,) = wait_for(
             "the synthetic CT awaiting review",
-            lambda: [json.loads(line) for line in review(config, "list", "--json").splitlines()],
+            lambda: api.call("GET", "/api/v1/outputs?state=awaiting_review"),
             600,
         )
         wait_for(
             "the synthetic FLAIR in Orthanc", lambda: pacs.synthetic_series(study["study"]), 600
         )
         print(
-            f"awaiting review: synthetic CT {held['series_uid']} ({held['instances']} "
-            f"instances, waiting {held['waited_s']} s); in Orthanc: "
-            f"{sorted(pacs.synthetic_series(study['study']))} (no CT before approval)"
+            f"awaiting review: synthetic CT {held['series_instance_uid']} "
+            f"({held['instances']} instances, model {held['model']}); in Orthanc: "
+            f"{sorted(pacs.synthetic_series(study['study']))} (no CT before approval)\n"
+            f"dashboard: http://127.0.0.1:{api_port}/studies/{study['study']} "
+            f"(sign in as reviewer, password {password}; only while the demo runs)"
         )
         if "CT" in pacs.synthetic_series(study["study"]):
             raise RuntimeError("the synthetic CT reached Orthanc before it was approved")
-        print(
-            review(
-                config,
-                "approve",
-                held["series_uid"],
-                "--reviewer",
-                "demo reviewer",
-                "--comment",
-                "checked against the T1",
-            ).strip()
-        )
+        if args.review_in_browser:
+            print("waiting for you to approve it in the dashboard ...")
+            decided = wait_for(
+                "a decision in the dashboard",
+                lambda: (
+                    (o := api.call("GET", f"/api/v1/outputs/{held['id']}"))["state"]
+                    != "awaiting_review"
+                    and o
+                ),
+                1800,
+            )
+            if decided["state"] == "rejected":
+                print(f"rejected: {decided['review']}; the synthetic CT is never sent")
+                return
+        else:
+            approved = api.call(
+                "POST",
+                f"/api/v1/outputs/{held['id']}/approve",
+                {"comment": "checked against the T1"},
+            )
+            review = approved["review"]
+            print(f"approved by {review['reviewer']} at {review['at']}: {approved['state']}")
         arrived = wait_for(
             "the synthetic CT and FLAIR in Orthanc",
             lambda: (
