@@ -57,12 +57,14 @@ def samples(db: Database, now: datetime | None = None) -> Samples:
 
 
 def value(found: Samples, name: str, **labels: str) -> float:
+    """The sample ``name`` with exactly ``labels``; a KeyError when it is missing."""
     return found[(name, frozenset(labels.items()))]
 
 
-def _job(session_study: Study, model: str, state: JobState, n: int) -> Job:
+def _job(study: Study, model: str, state: JobState, n: int) -> Job:
+    """Job ``n`` of ``study``, for ``model``, in ``state``, sending to pacs and archive."""
     return Job(
-        study=session_study,
+        study=study,
         model_id=model,
         model_version="1.0.0",
         input_series=[f"1.2.3.{n}.3"],
