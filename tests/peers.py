@@ -1,4 +1,5 @@
-"""Real peers for the tests: an Orthanc server and the DCMTK command-line clients."""
+"""Real peers for the tests: an Orthanc server, the DCMTK command-line clients, and a
+Prometheus server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -396,3 +398,78 @@ class PostgresServer:
             "-w",
             "stop",
         )
+
+
+@dataclass
+class Prometheus:
+    """A Prometheus server (Debian's ``prometheus``) on a free loopback port, with its own
+    data folder, scraping ``targets`` (host:port) every second at ``metrics_path``."""
+
+    folder: Path
+    targets: list[str]
+    metrics_path: str = "/metrics"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Prometheus:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "prometheus.yml"
+        config.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": [
+                        {
+                            "job_name": "dicomnode",
+                            "metrics_path": self.metrics_path,
+                            "static_configs": [{"targets": self.targets}],
+                        }
+                    ],
+                }
+            )
+        )
+        log = (self.folder / "prometheus.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.path={self.folder / 'data'}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._ready, 30, what="Prometheus to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"Prometheus exited: {(self.folder / 'prometheus.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector ``promql`` evaluates to, through Prometheus' HTTP API."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            answer = json.loads(r.read())
+        if answer.get("status") != "success":
+            raise RuntimeError(f"Prometheus answered {answer}")
+        return list(answer["data"]["result"])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

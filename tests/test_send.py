@@ -120,3 +120,23 @@ def test_a_refused_sop_class_is_named_and_the_rest_is_sent(
     assert "stored 4 of 5" in out
     assert f"scp: refused {PRIVATE_SOP_CLASS} in {ExplicitVRLittleEndian.name}" in err
     assert "1 file(s) not sent" in err
+
+
+def test_a_progress_bar_goes_to_stderr_when_asked_and_not_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under pytest stderr is no terminal: without ``--progress`` no bar is drawn."""
+    scp = StoreSCP(tmp_path / "scp").start()
+    try:
+        _inputs(tmp_path / "in")
+        command = ["--config", str(_config(tmp_path, scp)), "send", str(tmp_path / "in")]
+        assert cli([*command, "--to", "scp"]) == 0
+        plain = capsys.readouterr()
+        assert cli([*command, "--to", "scp", "--progress"]) == 0
+        shown = capsys.readouterr()
+    finally:
+        scp.stop()
+    assert "stored 4 of 4" in plain.out and "stored 4 of 4" in shown.out
+    assert "%|" not in plain.err
+    assert "scp: 100%|" in shown.err and "| 4/4 " in shown.err
+    assert "%|" not in shown.out

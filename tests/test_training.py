@@ -85,6 +85,20 @@ def test_training_is_deterministic_for_a_seed() -> None:
         assert torch.equal(a, b)
 
 
+def test_a_progress_bar_of_the_steps_goes_to_stderr_only_when_asked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recipe = tiny(SCT, steps=3)
+    lines: list[str] = []
+    train(recipe, [1000], progress=lines.append, bar=True)
+    shown = capsys.readouterr()
+    assert f"{recipe.name}: 100%|" in shown.err and "| 3/3 " in shown.err
+    assert "L1=" in shown.err and shown.out == ""
+    assert lines[-1].startswith(f"{recipe.name}: step 3/3, L1 ")
+    train(recipe, [1000], progress=lines.append)
+    assert capsys.readouterr().err == ""
+
+
 def test_subjects_on_another_grid_are_brought_to_the_card_spacing_with_their_targets() -> None:
     recipe = replace(tiny(SCT), acquisition=Acquisition(pixel_spacing_mm=2.0, rows=96, columns=72))
     (examples,) = build_slices(recipe, [1000]).subjects

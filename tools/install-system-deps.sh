@@ -1,11 +1,12 @@
 #!/bin/sh
 # The real peers the tests talk to, from Debian's packages: Orthanc, DCMTK, dicom3tools,
-# GDCM's tools, and PostgreSQL's server (the tests start their own throw-away clusters).
+# GDCM's tools, PostgreSQL's server (the tests start their own throw-away clusters) and
+# Prometheus (the metrics test starts its own, which scrapes the node).
 # Runs apt-get as root (CI) or through sudo.
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES="orthanc dcmtk dicom3tools libgdcm-tools postgresql"
+PACKAGES="orthanc dcmtk dicom3tools libgdcm-tools postgresql prometheus"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -14,9 +15,10 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing
 fi
-# The packages may start a system-wide Orthanc and PostgreSQL; the tests start their
-# own on free ports.
+# The packages may start a system-wide Orthanc, PostgreSQL and Prometheus; the tests
+# start their own on free ports.
 if command -v service >/dev/null 2>&1; then
     $SUDO service orthanc stop >/dev/null 2>&1 || true
     $SUDO service postgresql stop >/dev/null 2>&1 || true
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
@@ -33,7 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", type=Path, default=None, help="keep node, Orthanc and studies here"
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final tally")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a bar of the kills delivered on stderr (default: when stderr is a terminal)",
+    )
     args = parser.parse_args(argv)
+    shown = sys.stderr.isatty() if args.progress is None else args.progress
 
     sys.path[:0] = [str(TESTS), str(TESTS.parent)]
     from crashloop import CrashLoop  # after tests/ is on sys.path
@@ -45,15 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"soak: {args.kills} kills, seed {seed}", flush=True)
     started = time.monotonic()
+    bar = tqdm(total=args.kills, desc="soak", unit="kill", file=sys.stderr, disable=not shown)
 
     def progress(line: str) -> None:
+        """Prints the loop's line (above the bar, when one is drawn) and moves the bar
+        to the kills delivered so far (more than asked when covering every target)."""
+        kills = loop.tally.total_kills
+        if kills > bar.n:
+            bar.total = max(bar.total, kills)
+            bar.update(kills - bar.n)
         if not args.quiet:
-            print(f"[{time.monotonic() - started:7.1f} s] {line}", flush=True)
+            text = f"[{time.monotonic() - started:7.1f} s] {line}"
+            if shown:
+                tqdm.write(text)
+            else:
+                print(text, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="dicom-node-soak-") as tmp:
         workdir = args.workdir or Path(tmp)
-        with CrashLoop(workdir, seed, log=progress) as loop:
+        loop = CrashLoop(workdir, seed, log=progress)
+        with loop:
             tally = loop.run(args.kills, cover_every_target=True)
+    bar.close()
     print(tally.table(), flush=True)
     return 1 if tally.problems else 0
 

@@ -80,6 +80,8 @@ def _files(paths: Sequence[str]) -> list[Path]:
 
 
 def _send(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from dicom_node.cli.send import SendError, scan, send
     from dicom_node.net.ae import AssociationError
     from dicom_node.net.tls import tls_args
@@ -89,8 +91,18 @@ def _send(args: argparse.Namespace) -> int:
     files, unreadable = scan(_files(args.paths))
     for problem in unreadable:
         print(problem, file=sys.stderr)
+    shown = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        report = send(peer, config.calling_ae_title, files, tls=tls_args(peer, config.path))
+        with tqdm(
+            total=len(files), desc=peer.name, unit="file", file=sys.stderr, disable=not shown
+        ) as bar:
+            report = send(
+                peer,
+                config.calling_ae_title,
+                files,
+                tls=tls_args(peer, config.path),
+                step=bar.update,
+            )
     except (SendError, AssociationError) as exc:
         print(f"dicom-node: {exc}", file=sys.stderr)
         return 1
@@ -489,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("paths", nargs="+")
     send.add_argument("--to", help="destination name from the configuration")
+    send.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: when stderr is a terminal)",
+    )
     send.set_defaults(func=_send)
 
     models = sub.add_parser("models", help="list or validate models").add_subparsers(

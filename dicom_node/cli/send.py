@@ -12,7 +12,7 @@ otherwise the peer's refusal is reported with the SOP class and syntax it refuse
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +82,11 @@ def send(
     files: Sequence[FileToSend],
     tls: TLSArgs | None = None,
     timeout_s: float = 60.0,
+    step: Callable[[], object] = lambda: None,
 ) -> SendReport:
-    """C-STOREs ``files`` on one association and reports, per file, what the peer did.
+    """C-STOREs ``files`` on one association and reports, per file, what the peer did;
+    ``step`` is called once each file is done with (stored, refused or not sent), for a
+    progress bar.
 
     Raises :class:`SendError` when the files need more presentation contexts than one
     association can carry, :class:`AssociationError` when no association is made or it is
@@ -106,6 +109,7 @@ def send(
         }
         for f in files:
             _send_one(assoc, f, accepted, destination.name, report)
+            step()
     finally:
         if assoc.is_established:
             assoc.release()

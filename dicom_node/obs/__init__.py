@@ -1,1 +1,1 @@
-"""Observability: structured logs."""
+"""Observability: structured logs and Prometheus metrics."""

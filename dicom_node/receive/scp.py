@@ -49,6 +49,7 @@ from dicom_node.net.ae import listening_ae
 from dicom_node.net.patches import polling
 from dicom_node.net.tls import server_context
 from dicom_node.obs.logs import emit, get_logger
+from dicom_node.obs.metrics import INSTANCES_RECEIVED, INSTANCES_REFUSED
 from dicom_node.query import dimse
 from dicom_node.query.dimse import QueryRetrieveSCP
 from storage.database import Database
@@ -125,7 +126,9 @@ class StoreHandler:
 
     Counts the requests it is handling, so that a shutdown can wait for every C-STORE in
     flight to be stored and answered; once draining, new requests are refused (Out of
-    Resources) so that the sender keeps them and sends them again later.
+    Resources) so that the sender keeps them and sends them again later. Every answer is
+    counted: ``dicomnode_instances_received_total``, or
+    ``dicomnode_instances_refused_total`` by reason (:mod:`dicom_node.obs.metrics`).
     """
 
     db: Database
@@ -147,6 +150,7 @@ class StoreHandler:
                     reason="node shutting down",
                     calling_ae=str(event.assoc.requestor.ae_title).strip(),
                 )
+                INSTANCES_REFUSED.labels("shutting_down").inc()
                 return StoreStatus.OUT_OF_RESOURCES
             self._in_flight += 1
         try:
@@ -156,6 +160,7 @@ class StoreHandler:
             # input state triggers): Refused, Out of Resources is the class a sender may
             # retry (PS3.4 B.2.3); Cannot Understand would have it drop the instance.
             emit(log, "store.failed", 40, reason=f"unexpected {type(exc).__name__}: {exc}")
+            INSTANCES_REFUSED.labels("unexpected_error").inc()
             return StoreStatus.OUT_OF_RESOURCES
         finally:
             with self._idle:
@@ -181,6 +186,7 @@ class StoreHandler:
                 sop_instance_uid=sop_instance_uid,
                 calling_ae=calling_ae,
             )
+            INSTANCES_REFUSED.labels("disk_low").inc()
             return StoreStatus.OUT_OF_RESOURCES
         try:
             rec = describe_instance(
@@ -200,12 +206,14 @@ class StoreHandler:
                 sop_instance_uid=sop_instance_uid[:64],
                 calling_ae=calling_ae,
             )
+            INSTANCES_REFUSED.labels("cannot_understand").inc()
             return StoreStatus.CANNOT_UNDERSTAND
         try:
             size = self.spool.write(rec.spool_key, _part10(event, rec))
         except SpoolError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else str(exc)
             emit(log, "store.failed", 40, reason=reason, sop_instance_uid=rec.sop_instance_uid)
+            INSTANCES_REFUSED.labels("spool_error").inc()
             return StoreStatus.OUT_OF_RESOURCES
         try:
             with self.db.connection() as conn:
@@ -218,6 +226,7 @@ class StoreHandler:
                 reason=f"database: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                 sop_instance_uid=rec.sop_instance_uid,
             )
+            INSTANCES_REFUSED.labels("database_error").inc()
             return StoreStatus.OUT_OF_RESOURCES
         emit(
             log,
@@ -229,6 +238,7 @@ class StoreHandler:
             calling_ae=calling_ae,
             bytes=size,
         )
+        INSTANCES_RECEIVED.inc()
         return StoreStatus.SUCCESS
 
 

@@ -21,6 +21,7 @@ from dicom_node.dispatch.dispatcher import Dispatcher
 from dicom_node.dispatch.outbox import Outbox
 from dicom_node.evidence.keys import Signer, create_self_signed
 from dicom_node.obs.logs import emit, get_logger
+from dicom_node.obs.metrics import note_providers
 from dicom_node.receive.reconcile import reconcile_spool
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.route.assembly import restart_stability_clocks
@@ -40,7 +41,8 @@ STAGES = ("receive", "route", "synthesize", "dispatch", "api")
 
 
 def load_models(config: Config) -> Registry:
-    """The model registry, with every refusal and every route without a model logged."""
+    """The model registry, with every refusal and every route without a model logged,
+    and the providers each model runs on in ``dicomnode_inference_provider_info``."""
     registry = load_registry(
         config.models_dir, config.inference.providers, config.inference.intra_op_threads
     )
@@ -55,6 +57,7 @@ def load_models(config: Config) -> Registry:
     for problem in registry.refused:
         emit(log, "model.refused", 30, problem=problem)
     for model in registry:
+        note_providers(model.card.key, model.providers)
         emit(
             log,
             "model.loaded",

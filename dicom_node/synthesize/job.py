@@ -18,6 +18,7 @@ others out of the index (Q/R) in that commit, and removes their spool files afte
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from dicom_node.evidence.provenance import (
     UncertaintyRecord,
 )
 from dicom_node.obs.logs import emit, get_logger
+from dicom_node.obs.metrics import INFERENCE_SECONDS_PER_SLICE, JOB_DURATION
 from dicom_node.synthesize.enhanced import CT_OUTPUT_SOP_CLASSES, build_output
 from dicom_node.synthesize.input_guard import assess_inputs, enforce
 from dicom_node.synthesize.label import Marking
@@ -133,10 +135,12 @@ class Synthesizer:
         self.name = worker_name("synthesize")
 
     def run_once(self) -> bool:
-        """Claims and runs one job; False when there was none."""
+        """Claims and runs one job; False when there was none. The run's duration is
+        observed by outcome (``dicomnode_job_duration_seconds``)."""
         job = self._claim()
         if job is None:
             return False
+        started = time.monotonic()
         emit(
             log,
             "job.started",
@@ -149,11 +153,12 @@ class Synthesizer:
             try:
                 outputs = self._synthesize(job)
             except (JobError, VolumeError, InferenceError, ValueError) as exc:  # InputRefused
-                self._fail(job, str(exc), retry=False)
+                outcome = self._fail(job, str(exc), retry=False)
             except Exception as exc:  # the stage's outer loop: record, maybe retry, go on
-                self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
+                outcome = self._fail(job, f"{type(exc).__name__}: {exc}", retry=True)
             else:
-                self._complete(job, outputs)
+                outcome = self._complete(job, outputs)
+        JOB_DURATION.labels(outcome).observe(time.monotonic() - started)
         return True
 
     @property
@@ -284,7 +289,11 @@ class Synthesizer:
         card = model.card
         sources = self._inputs(job)
         guard = self._judge(job, card, sources)
+        started = time.monotonic()
         result, spread, uncertainty = self._predict(model, sources)
+        INFERENCE_SECONDS_PER_SLICE.labels(card.key).observe(
+            (time.monotonic() - started) / max(1, result.array.shape[0])
+        )
         now = self.clock()
         series_uid = output_series_uid(job.input_series, card.id, card.version)
         provenance = ProvenanceRecord(
@@ -323,9 +332,10 @@ class Synthesizer:
             outputs.append(self._write(datasets, of_map))
         return outputs
 
-    def _complete(self, job: ClaimedJob, outputs: list[Output]) -> None:
+    def _complete(self, job: ClaimedJob, outputs: list[Output]) -> str:
         """Commits every output series of the job (the synthetic image first, then its
-        uncertainty map) and the job's end in one transaction."""
+        uncertainty map) and the job's end in one transaction; returns the outcome
+        (``done``, or ``lease_lost`` when the claim no longer held the job)."""
         now = self.clock()
         try:
             with self.db.session() as session:
@@ -346,7 +356,7 @@ class Synthesizer:
                 ]
         except _LeaseLost:
             self._lease_lost(job)
-            return
+            return "lease_lost"
         for output, previous in zip(outputs, before, strict=True):
             self._remove_stale(output, previous)
         emit(
@@ -360,8 +370,11 @@ class Synthesizer:
             providers=list(outputs[0].provenance.providers),
             send_to=list(job.send_to),
         )
+        return "done"
 
-    def _fail(self, job: ClaimedJob, reason: str, retry: bool) -> None:
+    def _fail(self, job: ClaimedJob, reason: str, retry: bool) -> str:
+        """Records the job's failure, to be retried unless final; returns the outcome
+        (``retry``, ``failed``, or ``lease_lost`` when the claim no longer held the job)."""
         now = self.clock()
         final = not retry or job.attempts >= self.config.scheduler.job_max_attempts
         with self.db.session() as session:
@@ -386,7 +399,7 @@ class Synthesizer:
                 )
         if not held:
             self._lease_lost(job)
-            return
+            return "lease_lost"
         emit(
             log,
             "job.failed" if final else "job.retry",
@@ -396,6 +409,7 @@ class Synthesizer:
             model=job.model_id,
             reason=reason[:500],
         )
+        return "failed" if final else "retry"
 
     def _remove_stale(self, output: Output, previous: int) -> None:
         """Removes the spool files an earlier, longer version of ``output`` left past its

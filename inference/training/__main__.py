@@ -153,6 +153,7 @@ def _guard(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     import torch
+    from tqdm import tqdm
 
     from inference.training.export import export_model
     from inference.training.train import train
@@ -163,11 +164,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.steps:
         recipe = recipe.with_schedule(steps=args.steps)
     started = time.monotonic()
+    bar = sys.stderr.isatty() if args.progress is None else args.progress
     run = train(
         recipe,
         args.train_seeds,
         workers=args.threads,
-        progress=functools.partial(print, flush=True),
+        progress=tqdm.write if bar else functools.partial(print, flush=True),
+        bar=bar,
     )
     path = args.out / f"{recipe.name}.onnx"
     export = export_model(
@@ -237,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     training.add_argument("--out", type=Path, default=Path("models"))
     training.add_argument("--train-seeds", type=_seeds, default=list(TRAIN_SEEDS))
     training.add_argument("--steps", type=int, help="override the recipe's step count")
+    training.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar of the training steps on stderr (default: when a terminal)",
+    )
     evaluation_options(training, write_card=True)
     training.set_defaults(func=_train)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from inference.geometry import FloatArray
 from inference.training.dataset import CropSampler, SliceSet, build_slices
@@ -40,9 +42,11 @@ def train(
     *,
     workers: int = 1,
     progress: Callable[[str], None] = log.info,
+    bar: bool = False,
 ) -> TrainingRun:
     """Simulates the subjects of ``seeds`` (``workers`` processes) and trains the
-    recipe's network on them."""
+    recipe's network on them; ``bar``: a progress bar of the steps on stderr, beside
+    the ``progress`` lines every 100 steps."""
     schedule = recipe.schedule
     torch.manual_seed(schedule.seed)
     started = time.monotonic()
@@ -61,7 +65,14 @@ def train(
     network.train()
     started = time.monotonic()
     window: list[float] = []
-    for step in range(1, schedule.steps + 1):
+    steps = tqdm(
+        range(1, schedule.steps + 1),
+        desc=recipe.name,
+        unit="step",
+        file=sys.stderr,
+        disable=not bar,
+    )
+    for step in steps:
         x, y = sampler.batch(schedule.batch)
         loss = torch.nn.functional.l1_loss(network(torch.from_numpy(x)), torch.from_numpy(y))
         optimiser.zero_grad(set_to_none=True)
@@ -70,6 +81,7 @@ def train(
         decay.step()
         run.losses.append(loss.item())
         window.append(run.losses[-1])
+        steps.set_postfix(L1=f"{run.losses[-1]:.4f}", refresh=False)
         if step % 100 == 0 or step == schedule.steps:
             progress(
                 f"{recipe.name}: step {step}/{schedule.steps}, L1 {np.mean(window):.4f}, "
