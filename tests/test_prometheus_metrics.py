@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import sends_to
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,9 +19,9 @@ from pynetdicom import AE
 
 from dicom_node.dispatch.outbox import Outbox
 from dicom_node.obs.metrics import exposition
+from dicom_node.ops.accounts import add_user, create_token
 from dicom_node.ops.review import approve, reject
 from dicom_node.runtime.node import Node
-from dicom_node.runtime.stages import STAGES
 from factories import MR_IMAGE_STORAGE, StudySpec, axial_series, ramp_pixels, write_series
 from onnx_models import linear_card
 from peers import Prometheus, free_port, stored_ok, storescu, wait_until
@@ -33,6 +34,7 @@ from storage.models import (
     JobState,
     OutputSeries,
     OutputState,
+    Role,
     Study,
     StudyState,
 )
@@ -359,12 +361,12 @@ def test_prometheus_scrapes_the_metrics_and_answers_a_query(tmp_path: Path, db: 
 
 
 @pytest.mark.integration
-@pytest.mark.skipif("api" not in STAGES, reason="api stage not merged yet")
 def test_prometheus_scrapes_the_node(tmp_path: Path, node_factory: Callable[..., Node]) -> None:
     """Prometheus scrapes ``/metrics`` of a node whose API stage serves it, and reads back
     what the node received."""
-    api_port = free_port()
-    node = node_factory({"api": {"host": "127.0.0.1", "port": api_port}})
+    node = node_factory()
+    assert node.api_address is not None
+    api_port = node.api_address[1]
     paths = write_series(axial_series(StudySpec(), ramp_pixels(slices=2)), tmp_path / "in")
     assert stored_ok(storescu("127.0.0.1", _port(node), "DICOMNODE", paths)) == 2
     prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{api_port}"]).start()
@@ -377,3 +379,18 @@ def test_prometheus_scrapes_the_node(tmp_path: Path, node_factory: Callable[...,
     finally:
         prometheus.stop()
     assert studies == 1
+
+
+def test_metrics_auth_asks_for_a_viewers_token(node_factory: Callable[..., Node]) -> None:
+    """With ``api.metrics_auth`` /metrics answers 401 without a token and the metrics
+    with a viewer's; without it, anyone on the API's address may scrape."""
+    node = node_factory({"api": {"host": "127.0.0.1", "port": free_port(), "metrics_auth": True}})
+    assert node.api_address is not None
+    url = f"http://127.0.0.1:{node.api_address[1]}/metrics"
+    with node.db.session() as session:
+        add_user(session, "prometheus", Role.VIEWER, None, datetime.now(UTC))
+        _, token = create_token(session, "prometheus", "scraper", datetime.now(UTC))
+    assert httpx.get(url).status_code == 401
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert "dicomnode_studies" in answer.text

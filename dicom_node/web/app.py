@@ -15,8 +15,11 @@ from fastapi import FastAPI, Request, Response
 
 from dicom_node import __version__
 from dicom_node.obs.logs import emit, get_logger
+from dicom_node.obs.metrics import exposition
 from dicom_node.web import api_v1
+from dicom_node.web.auth import require
 from dicom_node.web.context import WebContext
+from storage.models import Role
 
 log = get_logger("api")
 
@@ -59,5 +62,14 @@ def create_app(ctx: WebContext) -> FastAPI:
             session.connection()
         return {"status": "ok", "version": __version__}
 
+    def metrics(request: Request) -> Response:
+        """Prometheus text format (docs/operations.md#metrics); with ``api.metrics_auth``
+        a viewer's bearer token is needed."""
+        if ctx.config.api.metrics_auth:
+            require(Role.VIEWER)(request)
+        body, content_type = exposition(ctx.db)
+        return Response(body, media_type=content_type)
+
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["node"])
     app.include_router(api_v1.router)
     return app

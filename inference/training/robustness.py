@@ -2,7 +2,9 @@
 on heads of the independent test simulator (``testbench``).
 
 Each factor is swept with every other factor at the test simulator's default, over the
-same heads, so a change in the figure is the factor's doing. Compression is applied as a
+same heads, so a change in the figure is the factor's doing. The models run as the node
+runs them (``inference.reorient.predict_in_plane``: series tilted beyond the card's
+``max_obliquity_degrees`` resampled into the plane and back), one pass. Compression is applied as a
 lossy JPEG 2000 round trip of the stored 16-bit pixels, slice by slice, as a PACS that
 compresses would.
 """
@@ -17,8 +19,8 @@ import numpy as np
 import openjpeg
 
 from inference.geometry import Volume
-from inference.predict import translate
 from inference.registry import LoadedModel
+from inference.reorient import predict_in_plane
 from inference.training.evaluate import scores
 from inference.training.testbench import Case, Scan, simulate_case
 
@@ -81,7 +83,7 @@ def sweep(
                 for model in models:
                     role = model.card.output.role
                     inputs = [case.images[r] for r in model.card.input_roles]
-                    prediction = translate(model, inputs).array
+                    prediction = predict_in_plane(model, inputs).output.array
                     sums[model.card.key].append(scores(role, prediction, case)[HEADLINE[role]])
             figures = {key: float(np.mean(v)) for key, v in sums.items()}
             points.append(SweepPoint(factor, value, figures))
