@@ -30,7 +30,16 @@ from factories import StudySpec, axial_series, ramp_pixels, write_series
 from onnx_models import conv1x1_model, linear_card
 from peers import Orthanc, PostgresServer, free_port, stored_ok, storescu, wait_until
 from storage.database import Database
-from storage.models import Base, Delivery, DeliveryState, Instance, OutputSeries, Role, Series
+from storage.models import (
+    AuditEvent,
+    Base,
+    Delivery,
+    DeliveryState,
+    Instance,
+    OutputSeries,
+    Role,
+    Series,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +226,12 @@ def test_forcing_a_study_complete_routes_it_at_once(env: Env) -> None:
         return queue if len(queue) == 2 else None
 
     wait_until(held, 60, what="both studies routed, synthesized and held for review")
+    with env.node.db.session() as session:
+        forced = session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "study.forced_complete")
+        ).all()
+        assert sorted(e.study_uid or "" for e in forced) == sorted(s.study_uid for s in env.studies)
+        assert {e.detail["by"] for e in forced} == {"admin"}
     again = env.post(f"/api/v1/studies/{first}/complete", "admin")
     assert again.status_code == 409
     assert again.json() == {
