@@ -8,11 +8,15 @@ blended back together), and the output is denormalised into its physical units.
 the input as is, mirrored left-right, optionally with a mild intensity gain) and returns
 the mean output with the per-voxel spread across the passes: where a model is sure,
 mirroring a head does not change what it says; where it guesses, it does.
+
+A caller may follow a run through ``progress(done, total)``: called once before the
+first batch (0 of total) and after each batch, where the total counts the network's
+inputs (slices, or 3D patches) over every pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +27,28 @@ from inference.normalize import denormalize, normalize
 from inference.registry import LoadedModel
 from inference.resample import in_plane_shape, onto_grid, zoom_in_plane
 
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: network inputs run so far, of all the run will take."""
+
 
 class InferenceError(RuntimeError):
     """The model could not be run on these inputs; the message says why."""
+
+
+class _Tally:
+    """Counts the network inputs run across every pass for a ``progress`` callback."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        if progress is not None:
+            progress(0, total)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def prepare_inputs(
@@ -68,15 +91,21 @@ def slice_stacks(x: FloatArray, half: int) -> Iterator[FloatArray]:
         yield x[:, idx].reshape(-1, *x.shape[2:])
 
 
-def _run_batches(model: LoadedModel, items: Iterator[FloatArray], batch: int) -> FloatArray:
+def _run_batches(
+    model: LoadedModel, items: Iterator[FloatArray], batch: int, tally: _Tally | None
+) -> FloatArray:
     outputs, pending = [], []
     for item in items:
         pending.append(item)
         if len(pending) == batch:
             outputs.append(_run(model, np.stack(pending)))
+            if tally is not None:
+                tally.add(len(pending))
             pending = []
     if pending:
         outputs.append(_run(model, np.stack(pending)))
+        if tally is not None:
+            tally.add(len(pending))
     return np.concatenate(outputs)[:, 0]
 
 
@@ -85,10 +114,12 @@ def _run(model: LoadedModel, tensor: FloatArray) -> FloatArray:
     return np.asarray(out, dtype=np.float32)
 
 
-def _predict_slices(model: LoadedModel, x: FloatArray, batch: int) -> FloatArray:
+def _predict_slices(
+    model: LoadedModel, x: FloatArray, batch: int, tally: _Tally | None
+) -> FloatArray:
     half = model.card.spatial.slices // 2 if isinstance(model.card.spatial, Spatial25D) else 0
     padded, (h, w) = _pad_to(x, model.card.tile_multiple)
-    out = _run_batches(model, slice_stacks(padded, half), batch)
+    out = _run_batches(model, slice_stacks(padded, half), batch, tally)
     return out[:, :h, :w]
 
 
@@ -107,20 +138,30 @@ def _blend_weights(patch: tuple[int, int, int]) -> FloatArray:
     )
 
 
+def _padded_for_patches(x: FloatArray, spatial: Spatial3D) -> FloatArray:
+    pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(spatial.patch, x.shape[1:], strict=True)]
+    return np.pad(x, pad, mode="edge")
+
+
+def _corners(shape: tuple[int, ...], spatial: Spatial3D) -> list[tuple[int, int, int]]:
+    """The patches' corners on a padded (channels, slices, rows, cols) input."""
+    patch = spatial.patch
+    steps = [max(1, int(p * (1 - spatial.overlap))) for p in patch]
+    return [
+        (a, b, c)
+        for a in _starts(shape[1], patch[0], steps[0])
+        for b in _starts(shape[2], patch[1], steps[1])
+        for c in _starts(shape[3], patch[2], steps[2])
+    ]
+
+
 def _predict_patches(
-    model: LoadedModel, x: FloatArray, spatial: Spatial3D, batch: int
+    model: LoadedModel, x: FloatArray, spatial: Spatial3D, batch: int, tally: _Tally | None
 ) -> FloatArray:
     patch = spatial.patch
     shape = x.shape[1:]
-    pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, shape, strict=True)]
-    xp = np.pad(x, pad, mode="edge")
-    steps = [max(1, int(p * (1 - spatial.overlap))) for p in patch]
-    corners = [
-        (a, b, c)
-        for a in _starts(xp.shape[1], patch[0], steps[0])
-        for b in _starts(xp.shape[2], patch[1], steps[1])
-        for c in _starts(xp.shape[3], patch[2], steps[2])
-    ]
+    xp = _padded_for_patches(x, spatial)
+    corners = _corners(xp.shape, spatial)
     weights = _blend_weights(patch)
     acc = np.zeros(xp.shape[1:], dtype=np.float32)
     norm = np.zeros(xp.shape[1:], dtype=np.float32)
@@ -133,14 +174,27 @@ def _predict_patches(
             region = (slice(a, a + patch[0]), slice(b, b + patch[1]), slice(c, c + patch[2]))
             acc[region] += out * weights
             norm[region] += weights
+        if tally is not None:
+            tally.add(len(chunk))
     return (acc / norm)[: shape[0], : shape[1], : shape[2]]
 
 
-def _forward(model: LoadedModel, x: FloatArray, batch_size: int) -> FloatArray:
+def _forward(
+    model: LoadedModel, x: FloatArray, batch_size: int, tally: _Tally | None = None
+) -> FloatArray:
     spatial = model.card.spatial
     if isinstance(spatial, Spatial3D):
-        return _predict_patches(model, x, spatial, batch_size)
-    return _predict_slices(model, x, batch_size)
+        return _predict_patches(model, x, spatial, batch_size, tally)
+    return _predict_slices(model, x, batch_size, tally)
+
+
+def _network_inputs(model: LoadedModel, x: FloatArray) -> int:
+    """How many inputs (slices, or 3D patches) one pass over ``x`` runs."""
+    spatial = model.card.spatial
+    if isinstance(spatial, Spatial3D):
+        padded = tuple(max(p, s) for p, s in zip(spatial.patch, x.shape[1:], strict=True))
+        return len(_corners((x.shape[0], *padded), spatial))
+    return int(x.shape[1])
 
 
 def _in_output_units(model: LoadedModel, y: FloatArray, native: tuple[int, int]) -> FloatArray:
@@ -195,19 +249,22 @@ def translate_with_spread(
     batch_size: int = 8,
     augmentation: Augmentation | None = None,
     grid: Geometry | None = None,
+    progress: Progress | None = None,
 ) -> Prediction:
     """Runs ``model`` once per augmentation pass on ``inputs`` resampled onto ``grid``
-    (default: the first input's); the mean and spread of the outputs on that grid."""
+    (default: the first input's); the mean and spread of the outputs on that grid.
+    ``progress`` follows the run over every pass."""
     augmentation = augmentation or Augmentation()
     reference = grid or inputs[0].geometry
     x, native = prepare_inputs(model.card, inputs, reference)
-    outputs = [_in_output_units(model, _forward(model, x, batch_size), native)]
+    tally = _Tally(progress, _network_inputs(model, x) * len(augmentation.passes))
+    outputs = [_in_output_units(model, _forward(model, x, batch_size, tally), native)]
     if augmentation.mirror:
-        mirrored = _forward(model, np.ascontiguousarray(x[..., ::-1]), batch_size)
+        mirrored = _forward(model, np.ascontiguousarray(x[..., ::-1]), batch_size, tally)
         outputs.append(_in_output_units(model, np.ascontiguousarray(mirrored[..., ::-1]), native))
     if augmentation.intensity_gain is not None:
         gained = x * np.float32(augmentation.intensity_gain)
-        outputs.append(_in_output_units(model, _forward(model, gained, batch_size), native))
+        outputs.append(_in_output_units(model, _forward(model, gained, batch_size, tally), native))
     stack = np.stack(outputs)
     mean = stack.mean(axis=0, dtype=np.float64).astype(np.float32)
     spread = stack.std(axis=0, dtype=np.float64).astype(np.float32)

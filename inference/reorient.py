@@ -26,7 +26,7 @@ import numpy as np
 
 from inference.geometry import PLANE_AXES, Geometry, Volume
 from inference.oblique import obliquity_degrees, plane_grid
-from inference.predict import Augmentation, Prediction, translate_with_spread
+from inference.predict import Augmentation, Prediction, Progress, translate_with_spread
 from inference.registry import LoadedModel
 from inference.resample import onto_grid
 
@@ -104,6 +104,7 @@ def predict_in_plane(
     inputs: Sequence[Volume],
     batch_size: int = 8,
     augmentation: Augmentation | None = None,
+    progress: Progress | None = None,
 ) -> Prediction:
     """:func:`inference.predict.translate_with_spread` with the first input in the model
     card's plane; the output and its spread on the first input's own grid.
@@ -111,7 +112,8 @@ def predict_in_plane(
     The first input is permuted into the plane; if its slices are then still tilted
     beyond the card's ``max_obliquity_degrees``, every input is resampled onto a grid in
     the plane (:func:`inference.oblique.plane_grid`) and the output resampled back.
-    ``augmentation`` defaults to none: one pass, no spread.
+    ``augmentation`` defaults to none: one pass, no spread. ``progress(done, total)``
+    follows the network's inputs over every pass (:mod:`inference.predict`).
     """
     card = model.card
     passes = augmentation or Augmentation(mirror=False)
@@ -121,12 +123,14 @@ def predict_in_plane(
     limit = card.max_obliquity_degrees
     if limit is not None and obliquity_degrees(turned, card.plane) > limit:
         grid = plane_grid(turned, card.plane, card.pixel_spacing_mm)
-        done = translate_with_spread(model, inputs, batch_size, passes, grid)
+        done = translate_with_spread(model, inputs, batch_size, passes, grid, progress)
         spread = onto_grid(Volume(done.spread, grid), source).array
         return Prediction(onto_grid(done.output, source), spread, done.passes)
     if turn.identity:
-        return translate_with_spread(model, inputs, batch_size, passes)
-    done = translate_with_spread(model, [turn.apply(inputs[0]), *inputs[1:]], batch_size, passes)
+        return translate_with_spread(model, inputs, batch_size, passes, progress=progress)
+    done = translate_with_spread(
+        model, [turn.apply(inputs[0]), *inputs[1:]], batch_size, passes, progress=progress
+    )
     spread = turn.undo(Volume(done.spread, done.output.geometry)).array
     return Prediction(turn.undo(done.output), spread, done.passes)
 

@@ -17,7 +17,6 @@ from dicom_node import __version__
 from dicom_node.cli import accounts
 from dicom_node.cli.common import command_config as _config
 from dicom_node.config import Config, Destination
-from inference.card import ModelCard
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -112,18 +111,8 @@ def _send(args: argparse.Namespace) -> int:
     return 1 if unreadable or report.problems else 0
 
 
-def _guard_summary(card: ModelCard) -> str:
-    """Whether a model's card carries an input guard, and for which roles."""
-    if not card.guard:
-        return "no input guard"
-    roles = ", ".join(
-        f"{role} ({g.reference_cases} reference cases, threshold {g.threshold:.2f})"
-        for role, g in card.guard.items()
-    )
-    return f"input guard: {roles}"
-
-
 def _models_list(args: argparse.Namespace) -> int:
+    from dicom_node.ops.models import guard_summary
     from inference.registry import load_registry
 
     config = _config(args)
@@ -139,7 +128,7 @@ def _models_list(args: argparse.Namespace) -> int:
             "spatial": m.card.spatial.mode,
             "providers": list(m.providers),
             "file": m.path.name,
-            "guard": _guard_summary(m.card),
+            "guard": guard_summary(m.card),
         }
         for m in registry
     ]
@@ -161,6 +150,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_validate(args: argparse.Namespace) -> int:
+    from dicom_node.ops.models import guard_summary
     from inference.registry import ModelError, load_model
 
     config = _config(args)
@@ -174,7 +164,7 @@ def _models_validate(args: argparse.Namespace) -> int:
             continue
         print(
             f"OK {path.name}: {model.card.key}, providers {', '.join(model.providers)}; "
-            f"{_guard_summary(model.card)}"
+            f"{guard_summary(model.card)}"
         )
     return status
 

@@ -47,6 +47,7 @@ from dicom_node.obs.metrics import INFERENCE_SECONDS_PER_SLICE, JOB_DURATION
 from dicom_node.synthesize.enhanced import CT_OUTPUT_SOP_CLASSES, build_output
 from dicom_node.synthesize.input_guard import assess_inputs, enforce
 from dicom_node.synthesize.label import Marking
+from dicom_node.synthesize.progress import ProgressWriter
 from dicom_node.synthesize.volume import SeriesVolume, VolumeError, load_series
 from inference.card import ModelCard
 from inference.geometry import Volume
@@ -239,17 +240,19 @@ class Synthesizer:
         return record
 
     def _predict(
-        self, model: LoadedModel, sources: list[SeriesVolume]
+        self, job: ClaimedJob, model: LoadedModel, sources: list[SeriesVolume]
     ) -> tuple[Volume, Volume | None, UncertaintyRecord | None]:
         """The output; its per-voxel spread when the route asks for the map; its
-        uncertainty figures when the route asks for them."""
+        uncertainty figures when the route asks for them. The job row follows the run's
+        progress in slices (:mod:`dicom_node.synthesize.progress`)."""
         card = model.card
         volumes = [s.volume for s in sources]
         batch = self.config.inference.batch_size
         route = self.config.route(card.id)
-        if route is not None and not route.uncertainty:
-            return predict_in_plane(model, volumes, batch).output, None, None
-        prediction = predict_in_plane(model, volumes, batch, Augmentation())
+        with ProgressWriter(self.db, job.id, job.claim) as progress:
+            if route is not None and not route.uncertainty:
+                return predict_in_plane(model, volumes, batch, progress=progress).output, None, None
+            prediction = predict_in_plane(model, volumes, batch, Augmentation(), progress)
         figures = spread_figures(prediction.output.array, prediction.spread, card)
         record = UncertaintyRecord(
             method="test-time augmentation: per-voxel standard deviation across passes",
@@ -290,7 +293,7 @@ class Synthesizer:
         sources = self._inputs(job)
         guard = self._judge(job, card, sources)
         started = time.monotonic()
-        result, spread, uncertainty = self._predict(model, sources)
+        result, spread, uncertainty = self._predict(job, model, sources)
         INFERENCE_SECONDS_PER_SLICE.labels(card.key).observe(
             (time.monotonic() - started) / max(1, result.array.shape[0])
         )

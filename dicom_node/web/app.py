@@ -16,7 +16,9 @@ from fastapi import FastAPI, Request, Response
 from dicom_node import __version__
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.obs.metrics import exposition
-from dicom_node.web import api_v1
+from dicom_node.ops.models import model_cards
+from dicom_node.ops.previews import PreviewCache
+from dicom_node.web import api_node, api_v1, api_work
 from dicom_node.web.auth import require
 from dicom_node.web.context import WebContext
 from storage.models import Role
@@ -36,6 +38,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.context = ctx
+    app.state.previews = PreviewCache()
+    app.state.models = model_cards(ctx.config.models_dir)
 
     @app.middleware("http")
     async def access_log(
@@ -72,4 +76,6 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["node"])
     app.include_router(api_v1.router)
+    app.include_router(api_work.router)
+    app.include_router(api_node.router)
     return app
