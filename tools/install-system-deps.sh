@@ -1,11 +1,12 @@
 #!/bin/sh
 # The real peers the tests talk to, from Debian's packages: Orthanc, DCMTK, dicom3tools,
 # GDCM's tools, and PostgreSQL's server (the tests start their own throw-away clusters).
+# Chromium and its WebDriver drive the dashboard in tests/test_browser.py.
 # Runs apt-get as root (CI) or through sudo.
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES="orthanc dcmtk dicom3tools libgdcm-tools postgresql"
+PACKAGES="orthanc dcmtk dicom3tools libgdcm-tools postgresql chromium chromium-driver"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 
 from dicom_node import __version__
 from dicom_node.obs.logs import emit, get_logger
-from dicom_node.web import api_v1
+from dicom_node.web import api_v1, dashboard
 from dicom_node.web.context import WebContext
 
 log = get_logger("api")
@@ -60,4 +60,5 @@ def create_app(ctx: WebContext) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.include_router(api_v1.router)
+    dashboard.install(app)
     return app
