@@ -22,8 +22,19 @@ from dicom_node.ops.accounts import add_user
 from dicom_node.web.app import create_app
 from dicom_node.web.auth import SESSION_COOKIE
 from dicom_node.web.context import WebContext
+from peers import free_port
 from storage.database import Database
-from storage.models import Job, JobState, OutputSeries, OutputState, Role, Series, Study
+from storage.models import (
+    AuditEvent,
+    Job,
+    JobState,
+    OutputSeries,
+    OutputState,
+    Role,
+    Series,
+    Study,
+    StudyState,
+)
 from storage.spool import Spool
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -37,7 +48,13 @@ PASSWORD = "correct horse battery"
 def ctx(tmp_path: Path) -> Iterator[WebContext]:
     """A node's database with a study whose synthetic CT awaits review, and one user of
     each role."""
-    config = load_config(write_config(tmp_path, {"storage": {"database_url": "sqlite:///node.db"}}))
+    overrides = {
+        "storage": {"database_url": "sqlite:///node.db"},
+        "destinations": [
+            {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": free_port()}
+        ],
+    }
+    config = load_config(write_config(tmp_path, overrides))
     db = Database(config.database_url)
     with db.session() as session:
         study = Study(
@@ -250,3 +267,24 @@ def test_pages_escape_what_they_show(client: TestClient, ctx: WebContext) -> Non
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert "script-src" not in page.headers["content-security-policy"]
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_an_admin_forces_completion_and_echoes_a_destination(
+    client: TestClient, ctx: WebContext
+) -> None:
+    csrf = sign_in(client, "adam")
+    assert "Force completion" in client.get(f"/studies/{STUDY_UID}").text
+    answer = client.post(f"/studies/{STUDY_UID}/complete", data={"csrf": csrf})
+    assert (answer.status_code, answer.headers["location"]) == (303, f"/studies/{STUDY_UID}")
+    with ctx.db.session() as session:
+        study = session.scalars(select(Study)).one()
+        assert study.state == StudyState.RECEIVING  # the route stage routes it on its tick
+        assert study.last_received_at < NOW
+        event = session.scalars(select(AuditEvent).where(AuditEvent.kind.like("study.%"))).one()
+        assert event.detail["by"] == "adam"
+    resend = {"csrf": csrf, "series_uid": SERIES_UID}
+    assert client.post("/outbox/resend", data=resend).status_code == 409  # awaits review
+    assert "not tried" in client.get("/destinations").text
+    assert client.post("/destinations/pacs/echo", data={"csrf": csrf}).status_code == 303
+    page = client.get("/destinations").text
+    assert "failed" in page and "no association" in page
