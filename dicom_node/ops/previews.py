@@ -24,11 +24,13 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicom_node.dicom.sop_classes import VOLUME_IMAGE_SOP_CLASSES
+from dicom_node.dicom.frames import FrameError, number_of_frames
+from dicom_node.dicom.sop_classes import ENHANCED_SOP_CLASSES, VOLUME_IMAGE_SOP_CLASSES
 from dicom_node.synthesize.volume import VolumeError, load_series
 from inference.geometry import Volume
 from storage.models import Instance, Job, OutputSeries, Series
@@ -85,7 +87,9 @@ def window_for(modality: str, volume: Slice, ct_window: CtWindow = "brain") -> W
 def _resized(image: npt.NDArray[np.float32], shape: tuple[int, int]) -> npt.NDArray[np.float32]:
     if image.shape == shape:
         return image
-    resized = Image.fromarray(image, mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(image, mode="F").resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR
+    )
     return np.asarray(resized, dtype=np.float32)
 
 
@@ -201,6 +205,30 @@ def load_preview(session: Session, spool: Spool, output_id: int) -> PreviewVolum
         percentile_window(source.array),
         percentile_window(synthetic.array),
     )
+
+
+def slice_count(session: Session, spool: Spool, output: OutputSeries) -> int | None:
+    """How many slices output series ``output`` has: its instances, or the frames of a
+    multi-frame (enhanced) one, read from its header; None when a header is unreadable."""
+    rows = session.execute(
+        select(Instance.spool_key, Instance.sop_class_uid)
+        .join(Series, Series.id == Instance.series_id)
+        .where(
+            Series.series_uid == output.series_uid,
+            Instance.sop_class_uid.in_(VOLUME_IMAGE_SOP_CLASSES),
+        )
+    ).all()
+    count = 0
+    for key, sop_class in rows:
+        if sop_class not in ENHANCED_SOP_CLASSES:
+            count += 1
+            continue
+        try:
+            header = pydicom.dcmread(spool.path(key), stop_before_pixels=True)
+            count += number_of_frames(header)
+        except (OSError, ValueError, FrameError):
+            return None
+    return count
 
 
 class PreviewCache:

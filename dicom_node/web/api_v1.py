@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicom_node.ops import review
+from dicom_node.ops import outbox, previews, review
 from dicom_node.ops.accounts import Principal
 from dicom_node.web.auth import context, require
 from storage.models import Job, OutputSeries, OutputState, Role
+from storage.spool import Spool
 
 router = APIRouter(prefix="/api/v1")
 
@@ -34,6 +35,12 @@ class Rejection(BaseModel):
     version: int | None = None
 
 
+class Resend(BaseModel):
+    to: str | None = Field(
+        None, description="one configured destination; default: those the route named"
+    )
+
+
 def _output(session: Session, output_id: int) -> OutputSeries:
     output = session.get(OutputSeries, output_id)
     if output is None:
@@ -41,8 +48,9 @@ def _output(session: Session, output_id: int) -> OutputSeries:
     return output
 
 
-def output_item(session: Session, output: OutputSeries) -> dict[str, Any]:
-    """One output series as the API and the dashboard show it."""
+def output_item(session: Session, output: OutputSeries, spool: Spool) -> dict[str, Any]:
+    """One output series as the API and the dashboard show it; ``slices`` counts the
+    frames of an enhanced one (None when its files cannot be read)."""
     job = session.get(Job, output.job_id)
     return {
         "id": output.id,
@@ -53,6 +61,7 @@ def output_item(session: Session, output: OutputSeries) -> dict[str, Any]:
         "model_version": job.model_version if job is not None else None,
         "job_id": output.job_id,
         "instances": output.instance_count,
+        "slices": previews.slice_count(session, spool, output),
         "send_to": list(output.send_to),
         "created": output.created_at.isoformat(),
         "review": review.decision(session, output.series_uid),
@@ -70,14 +79,16 @@ def list_outputs(
         query = select(OutputSeries).order_by(OutputSeries.id.desc())
         if state is not None:
             query = query.where(OutputSeries.state == state)
-        return [output_item(session, o) for o in session.scalars(query)]
+        return [output_item(session, o, ctx.spool) for o in session.scalars(query)]
 
 
 @router.get("/outputs/{output_id}", tags=["outputs"])
 def get_output(request: Request, _user: Viewer, output_id: int) -> dict[str, Any]:
+    """One output series: its state, model, job, instances, slices, destinations and
+    review decision."""
     ctx = context(request)
     with ctx.db.session() as session:
-        return output_item(session, _output(session, output_id))
+        return output_item(session, _output(session, output_id), ctx.spool)
 
 
 @router.get("/outputs/{output_id}/provenance", tags=["outputs"])
@@ -99,7 +110,7 @@ def _decide(request: Request, output_id: int, act: Any) -> dict[str, Any]:
         except review.ReviewRefused as exc:
             raise HTTPException(422, str(exc)) from exc
         session.flush()
-        return output_item(session, output)
+        return output_item(session, output, ctx.spool)
 
 
 @router.post("/outputs/{output_id}/approve", tags=["review"])
@@ -127,3 +138,59 @@ def reject_output(
         output_id,
         lambda s, uid, now: review.reject(s, uid, user.name, body.reason, now, body.version),
     )
+
+
+@router.get(
+    "/outputs/{output_id}/preview.png",
+    tags=["outputs"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the three panels"}},
+)
+def get_preview(
+    request: Request,
+    _user: Viewer,
+    output_id: int,
+    slice_: Annotated[
+        int | None, Query(alias="slice", description="0-based, in position order; default: middle")
+    ] = None,
+    window: Literal["brain", "bone"] = "brain",
+) -> Response:
+    """One slice as a PNG of three panels side by side: source | synthetic | signed
+    difference of the two windowed images (grey = 0): a visual check that anatomy lines up,
+    not an error map. CT in a brain (W 80 / L 40) or bone (W 2000 / L 400) window, MR in
+    its series' 1st-99th percentile. 404 unknown output, 422 slice out of range."""
+    ctx = context(request)
+    cache: previews.PreviewCache = request.app.state.previews
+    with ctx.db.session() as session:
+        try:
+            volumes = cache.get(session, ctx.spool, output_id)
+            n = volumes.slices // 2 if slice_ is None else slice_
+            picture = volumes.render(n, window)
+        except previews.UnknownOutput as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except previews.SliceOutOfRange as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except previews.PreviewError as exc:
+            raise HTTPException(409, str(exc)) from exc
+    return Response(picture, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.post("/outputs/{output_id}/resend", tags=["outbox"])
+def resend_output(
+    request: Request, user: Admin, output_id: int, body: Resend | None = None
+) -> dict[str, Any]:
+    """Queues a released or delivered output series again, for its route's destinations
+    or for ``to`` alone; 409 for a series not cleared for sending, 422 for a destination
+    not configured."""
+    ctx = context(request)
+    given = body or Resend()
+    names = [d.name for d in ctx.config.destinations]
+    if given.to is not None and given.to not in names:
+        raise HTTPException(422, f"no destination named {given.to!r} in the configuration")
+    with ctx.db.session() as session:
+        output = _output(session, output_id)
+        try:
+            queued = outbox.resend(session, output.series_uid, ctx.clock(), names, given.to)
+        except outbox.ResendRefused as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"id": output.id, "queued_for": queued, "by": user.name}

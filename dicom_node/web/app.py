@@ -15,7 +15,9 @@ from fastapi import FastAPI, Request, Response
 
 from dicom_node import __version__
 from dicom_node.obs.logs import emit, get_logger
-from dicom_node.web import api_v1, dashboard
+from dicom_node.ops.models import model_cards
+from dicom_node.ops.previews import PreviewCache
+from dicom_node.web import api_node, api_v1, api_work, dashboard
 from dicom_node.web.context import WebContext
 
 log = get_logger("api")
@@ -33,6 +35,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.context = ctx
+    app.state.previews = PreviewCache()
+    app.state.models = model_cards(ctx.config.models_dir)
 
     @app.middleware("http")
     async def access_log(
@@ -60,5 +64,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.include_router(api_v1.router)
+    app.include_router(api_work.router)
+    app.include_router(api_node.router)
     dashboard.install(app)
     return app
