@@ -48,7 +48,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1400,1000",
+    "--window-size=1400,1100",
 ]
 
 
@@ -99,6 +99,7 @@ class Screens:
 
     def save(self, name: str) -> None:
         if self.folder is not None:
+            self.driver.execute_script("window.scrollTo(0, 0)")
             self.folder.mkdir(parents=True, exist_ok=True)
             assert self.driver.save_screenshot(str(self.folder / f"{name}.png"))
 
@@ -121,6 +122,11 @@ def _sign_in(driver: WebDriver, base: str, name: str) -> None:
     driver.find_element(By.ID, "sign-in").click()
     _wait(driver, "the studies page", lambda d: d.find_elements(By.ID, "signed-in"))
     assert driver.find_element(By.ID, "signed-in").text == name
+
+
+def _review_status(driver: WebDriver) -> str:
+    shown = driver.find_elements(By.CSS_SELECTOR, ".review-status")
+    return shown[0].text if shown else ""
 
 
 def _rows(driver: WebDriver, table: str, count: int) -> bool:
@@ -221,7 +227,7 @@ def test_a_reviewer_steps_through_approves_and_rejects_in_the_browser(
     browser.find_element(By.CSS_SELECTOR, "form.decide input[name=comment]").send_keys("bone ok")
     started = time.monotonic()
     browser.find_element(By.CSS_SELECTOR, "button.approve").click()
-    _wait(browser, "the approval", lambda d: "approved by dr.reviewer" in d.page_source)
+    _wait(browser, "the approval", lambda d: "approved by dr.reviewer" in _review_status(d))
     wait_until(
         lambda: (
             _ct_in(pacs, approved.study_uid)
@@ -237,7 +243,7 @@ def test_a_reviewer_steps_through_approves_and_rejects_in_the_browser(
     reject_form.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("bone in the orbit")
     rejected_at = time.monotonic()
     reject_form.find_element(By.CSS_SELECTOR, "button.reject").click()
-    _wait(browser, "the rejection", lambda d: "reason: bone in the orbit" in d.page_source)
+    _wait(browser, "the rejection", lambda d: "reason: bone in the orbit" in _review_status(d))
     time.sleep(max(0.0, 2 * delivery_s - (time.monotonic() - rejected_at)) + 1)
     assert _ct_in(pacs, rejected.study_uid) == []
     assert browser.find_elements(By.CSS_SELECTOR, "button.approve") == []

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from dicom_node.ops import destinations, jobs, models, outbox, review
+from dicom_node.ops import destinations, jobs, outbox, review
 from dicom_node.ops.outputs import output_ids, study_headers, study_outputs
 from dicom_node.ops.previews import CT_WINDOWS
 from dicom_node.ops.studies import list_studies, study_detail
@@ -59,7 +59,7 @@ def study_page(request: Request, user: Page, study_uid: str) -> HTMLResponse:
         versions = {r["series_uid"]: r["version"] for r in queue}
         outputs = []
         for output in study_outputs(session, study_uid):
-            item = output_item(session, output)
+            item = output_item(session, output, ctx.spool)
             item["provenance"] = output.provenance
             item["version"] = versions.get(output.series_uid)
             item["windows"] = list(CT_WINDOWS) if modality.get(output.series_uid) == "CT" else []
@@ -104,13 +104,13 @@ def outbox_page(request: Request, user: Page) -> HTMLResponse:
 def models_page(request: Request, user: Page) -> HTMLResponse:
     """The models in the models folder, with their cards, quality figures and routes."""
     config = context(request).config
-    cards, problems = models.model_cards(config.path(config.inference.models_dir))
+    read, problems = request.app.state.models
     routed = {r.model: r for r in config.routes}
-    for card in cards:
+    cards = []
+    for card in read:
         route = routed.get(card["id"])
-        card["route"] = (
-            {"send_to": route.send_to, "review": route.review} if route is not None else None
-        )
+        shown = {"send_to": route.send_to, "review": route.review} if route else None
+        cards.append(card | {"route": shown})
     return render(request, user, "models.html", cards=cards, problems=problems)
 
 
