@@ -11,7 +11,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_builds_without_warnings_and_carries_the_migrations(tmp_path: Path) -> None:
+def test_wheel_builds_without_warnings_and_carries_the_migrations_and_dashboard(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "src"
     shutil.copytree(
         REPO,
@@ -32,4 +34,8 @@ def test_wheel_builds_without_warnings_and_carries_the_migrations(tmp_path: Path
         "storage/migrations/env.py",
         "storage/migrations/script.py.mako",
         "storage/migrations/versions/0001_initial_schema.py",
+        "dicom_node/web/templates/base.html",
+        "dicom_node/web/templates/study.html",
+        "dicom_node/web/static/dashboard.css",
+        "dicom_node/web/static/dashboard.js",
     } <= names

@@ -1,12 +1,13 @@
 #!/bin/sh
 # The real peers the tests talk to, from Debian's packages: Orthanc, DCMTK, dicom3tools,
-# GDCM's tools, PostgreSQL's server (the tests start their own throw-away clusters) and
-# Prometheus (the metrics test starts its own, which scrapes the node).
+# GDCM's tools, PostgreSQL's server (the tests start their own throw-away clusters),
+# Prometheus (the metrics test starts its own, which scrapes the node), and Chromium with
+# its WebDriver (they drive the dashboard in tests/test_browser.py).
 # Runs apt-get as root (CI) or through sudo.
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES="orthanc dcmtk dicom3tools libgdcm-tools postgresql prometheus"
+PACKAGES="orthanc dcmtk dicom3tools libgdcm-tools postgresql prometheus chromium chromium-driver"
 missing=""
 for p in $PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

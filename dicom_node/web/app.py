@@ -18,7 +18,7 @@ from dicom_node.obs.logs import emit, get_logger
 from dicom_node.obs.metrics import exposition
 from dicom_node.ops.models import model_cards
 from dicom_node.ops.previews import PreviewCache
-from dicom_node.web import api_node, api_v1, api_work
+from dicom_node.web import api_node, api_v1, api_work, dashboard
 from dicom_node.web.auth import require
 from dicom_node.web.context import WebContext
 from storage.models import Role
@@ -78,4 +78,5 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.include_router(api_v1.router)
     app.include_router(api_work.router)
     app.include_router(api_node.router)
+    dashboard.install(app)
     return app
