@@ -12,6 +12,7 @@ from sqlalchemy import select
 from dicom_node.ops.outbox import ResendRefused, resend
 from storage.database import Database
 from storage.models import (
+    AuditEvent,
     Delivery,
     DeliveryState,
     Job,
@@ -95,7 +96,10 @@ def test_resend_rearms_the_routes_deliveries_and_releases_the_series(db: Databas
 
 def test_resend_to_a_named_destination_queues_that_one_only(db: Database) -> None:
     with db.session() as session:
-        assert resend(session, SERIES_UID, NOW, DESTINATIONS, to="archive") == ["archive"]
+        assert resend(session, SERIES_UID, NOW, DESTINATIONS, "archive", by="ops") == ["archive"]
+    with db.session() as session:
+        (event,) = session.scalars(select(AuditEvent).where(AuditEvent.kind == "outbox.resend"))
+        assert (event.series_uid, event.detail) == (SERIES_UID, {"by": "ops", "to": ["archive"]})
     assert _deliveries(db) == {
         "pacs": (DeliveryState.DONE, 2),
         "archive": (DeliveryState.PENDING, 0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Sequence
@@ -218,7 +219,14 @@ def _outbox_resend(args: argparse.Namespace) -> int:
     db = Database(config.database_url)
     try:
         with db.session() as session:
-            queued = resend(session, args.series_uid, datetime.now(UTC), names, args.to)
+            queued = resend(
+                session,
+                args.series_uid,
+                datetime.now(UTC),
+                names,
+                args.to,
+                by=f"cli ({getpass.getuser()})",
+            )
     except ResendRefused as exc:
         print(f"dicom-node: {exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dicom_node.dispatch.outbox import queue_deliveries
+from dicom_node.dispatch.outbox import queue_deliveries, record_event
 from dicom_node.ops.review import decision
 from storage.models import Delivery, OutputSeries, OutputState
 from storage.queue import reset_delivery
@@ -69,9 +69,11 @@ def resend(
     now: datetime,
     destinations: Collection[str],
     to: str | None = None,
+    by: str = "",
 ) -> list[str]:
     """Queues the output series ``series_uid`` again for the destinations its route named,
     or for ``to`` alone (any of the configured ``destinations``); returns those queued.
+    An ``outbox.resend`` audit event names who asked (``by``) and where it goes.
 
     Their deliveries are re-armed as a re-run re-arms them (attempts zeroed; a send in
     flight loses its claim, so it cannot mark the new one done), and a delivered series
@@ -93,4 +95,5 @@ def resend(
         raise ResendRefused(f"no destination named {', '.join(unknown)} in the configuration")
     queue_deliveries(session, output.id, targets, now)
     output.state = OutputState.RELEASED
+    record_event(session, output, "outbox.resend", now, {"by": by, "to": targets})
     return targets

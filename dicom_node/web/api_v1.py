@@ -190,7 +190,9 @@ def resend_output(
     with ctx.db.session() as session:
         output = _output(session, output_id)
         try:
-            queued = outbox.resend(session, output.series_uid, ctx.clock(), names, given.to)
+            queued = outbox.resend(
+                session, output.series_uid, ctx.clock(), names, given.to, by=user.name
+            )
         except outbox.ResendRefused as exc:
             raise HTTPException(409, str(exc)) from exc
         return {"id": output.id, "queued_for": queued, "by": user.name}

@@ -170,7 +170,7 @@ def retry(request: Request, _user: Admin, delivery_id: int) -> Response:
 @router.post("/outbox/resend")
 def resend(
     request: Request,
-    _user: Admin,
+    user: Admin,
     series_uid: Annotated[str, Form(max_length=64)],
     to: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Response:
@@ -180,7 +180,9 @@ def resend(
     names = [d.name for d in ctx.config.destinations]
     try:
         with ctx.db.session() as session:
-            outbox.resend(session, series_uid, ctx.clock(), names, to or None)
+            outbox.resend(
+                session, series_uid, ctx.clock(), names, to or None, by=user.principal.name
+            )
     except outbox.ResendRefused as exc:
         raise HTTPException(409, str(exc)) from exc
     return back("/outbox")
