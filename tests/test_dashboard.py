@@ -288,3 +288,22 @@ def test_an_admin_forces_completion_and_echoes_a_destination(
     assert client.post("/destinations/pacs/echo", data={"csrf": csrf}).status_code == 303
     page = client.get("/destinations").text
     assert "failed" in page and "no association" in page
+
+
+def test_repeated_failed_sign_ins_are_refused_for_a_while_then_the_right_password_is_too(
+    client: TestClient,
+) -> None:
+    """Five wrong passwords for one user name from one address: the sixth try is refused
+    (429) without its password being checked, the right one included; another user name
+    from the same address is not held up."""
+    page = client.get("/login").text
+    for _ in range(5):
+        data = {"username": "rita", "password": "x", "csrf": _hidden(page, "csrf")}
+        wrong = client.post("/login", data=data)
+        assert wrong.status_code == 401
+        page = wrong.text
+    data = {"username": "rita", "password": PASSWORD, "csrf": _hidden(page, "csrf")}
+    held = client.post("/login", data=data)
+    assert held.status_code == 429 and "Too many failed sign-ins" in held.text
+    data = {"username": "vera", "password": PASSWORD, "csrf": _hidden(held.text, "csrf")}
+    assert client.post("/login", data=data).status_code == 303

@@ -13,12 +13,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dicom_node.web import forms, pages
 from dicom_node.web.rendering import render
 from dicom_node.web.signin import HERE, SignInNeeded, sign_in_url, visitor
+from dicom_node.web.throttle import SignInThrottle
 
 
 def install(app: FastAPI) -> None:
     """Serves the dashboard from ``app``."""
     app.state.evidence_cache = {}
     app.state.echo_results = {}
+    app.state.sign_in_throttle = SignInThrottle()
     app.include_router(forms.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -26,6 +26,7 @@ from dicom_node.web.signin import (
     set_session_cookie,
     visitor,
 )
+from dicom_node.web.throttle import SignInThrottle
 from storage.models import OutputSeries, Role
 
 router = APIRouter(include_in_schema=False)
@@ -70,14 +71,24 @@ def login(
     csrf: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
-    """Checks the password and opens a session; the same answer for any failure."""
+    """Checks the password and opens a session; the same answer for any failure, and
+    429 once this address has failed too often for this user name (web.throttle)."""
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf)
     ctx = context(request)
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    address = request.client.host if request.client else ""
+    wait_s = throttle.wait_s(address, username)
+    if wait_s > 0:
+        minutes = max(1, round(wait_s / 60))
+        error = f"Too many failed sign-ins for this user name: try again in {minutes} min."
+        return _login_page(request, safe_next(next), error, 429)
     hours = ctx.config.api.session_hours
     with ctx.db.session() as session:
         principal = check_password(session, username, password)
         if principal is None:
+            throttle.failed(address, username)
             return _login_page(request, safe_next(next), "Wrong user name or password.", 401)
+        throttle.succeeded(address, username)
         secret, _ = open_session(session, principal, ctx.clock(), timedelta(hours=hours))
     request.state.principal = principal
     response = back(safe_next(next))
