@@ -113,8 +113,15 @@ def _shifted(array: FloatArray) -> FloatArray:
 
 
 def foreground(array: FloatArray) -> BoolArray:
-    """The head: voxels well above the background, its largest connected part, holes
-    (dark skull, CSF, sinus air) filled slice by slice.
+    """The head: voxels well above the background, holes (dark skull, CSF, sinus air)
+    filled slice by slice, its connected parts of at least a tenth of the largest's size.
+
+    Filling before choosing matters: the dark skull can part the scalp from the brain,
+    and the largest part alone was then the brain — measured on a simulated T1w
+    (1.3 mm slices), the head's volume read 955 ml instead of 1660 and the 14–22 mm
+    shell 0.76 instead of 0.27 of the 99th percentile, as another contrast would. Parts
+    are kept beside the largest for a head cut by the field of view, whose scalp ring
+    no filling closes.
 
     "Well above" is a fraction of the 99th percentile of the voxels brighter than three
     times the median — the head's own bright end whether it fills half the field of
@@ -126,11 +133,12 @@ def foreground(array: FloatArray) -> BoolArray:
     if top <= 0:
         return np.zeros(x.shape, dtype=bool)
     mask = ndimage.binary_opening(x > FOREGROUND_FRACTION * top, np.ones((1, 3, 3), bool))
+    mask = np.stack([ndimage.binary_fill_holes(s) for s in mask]).astype(bool)
     labels, count = ndimage.label(mask)
     if count > 1:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        mask = labels == int(np.argmax(sizes))
+        mask = sizes[labels] >= 0.1 * sizes.max()
     return np.stack([ndimage.binary_fill_holes(s) for s in mask]).astype(bool)
 
 

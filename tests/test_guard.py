@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import pytest
 
 from inference.card import CARD_KEY, ModelCard, RoleGuard, parse_card
-from inference.guard import FEATURES, assess, signature
+from inference.guard import FEATURES, assess, foreground, signature
 from inference.training.guard_cases import Case, labelled_cases, padded, resampled_in_plane
 from inference.training.guard_eval import evaluate_guard
 from inference.training.guard_fit import GuardFitError, fit_role_guard, write_guards
@@ -163,3 +164,25 @@ def test_card_without_guard_still_parses(tmp_path: Path) -> None:
     card = linear_card()
     assert card.guard is None
     assert ModelCard.model_validate_json(card.to_json()).guard is None
+
+
+def _ringed_head(columns: slice = slice(None)) -> npt.NDArray[np.float32]:
+    """Slices of a bright scalp ring (radius 52-58 px) around a bright brain (radius 44),
+    parted by a skull as dark as the air, in a field of view of 160 px: the brain is the
+    largest connected part."""
+    j, i = np.mgrid[:160, :160]
+    radius = np.hypot(j - 80, i - 80)
+    brain = np.where(radius <= 44, 800.0, 0.0)
+    scalp = np.where((radius >= 52) & (radius <= 58), 1000.0, 0.0)
+    return np.repeat((brain + scalp)[None], 12, axis=0).astype(np.float32)[:, :, columns]
+
+
+@pytest.mark.parametrize("columns", [slice(None), slice(0, 135)], ids=["whole", "cut by the FOV"])
+def test_the_foreground_holds_the_scalp_the_dark_skull_parts_from_the_brain(
+    columns: slice,
+) -> None:
+    mask = foreground(_ringed_head(columns))
+    assert mask[:, 80, 24].all(), "the scalp"
+    assert mask[:, 80, 32].all(), "the skull between scalp and brain"
+    assert mask[:, 80, 80].all(), "the brain"
+    assert not mask[:, 2, 2].any(), "the air"

@@ -3,7 +3,8 @@
 train RECIPE --out models/       simulate, train, export, evaluate, write the card
 evaluate MODEL.onnx              figures on held-out simulated subjects + baseline
 validate MODEL.onnx              both simulators, baseline, previous model, robustness
-guard MODEL.onnx ...             fit, judge and write the input guards into the cards
+guard-table TABLE.json           simulate the input guard's reference and cases, save signatures
+guard MODEL.onnx ... --table T   fit, judge and write the input guards into the cards
 export --factory M:F ...         any torch generator → the node's model contract
 """
 
@@ -107,47 +108,77 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _guard_table(args: argparse.Namespace) -> int:
+    """Simulates the guard's reference volumes and labelled cases and saves their
+    signatures (see ``inference.training.guard_table``)."""
+    from inference.training.guard_table import Row, save_table, signature_table
+
+    started = time.monotonic()
+    rows: list[Row] = []
+    for chunk in signature_table(
+        args.canonical_reference,
+        args.randomized_reference,
+        args.canonical_cases,
+        args.randomized_cases,
+        args.test_cases,
+        args.workers,
+    ):
+        rows += chunk
+        save_table(rows, args.table)
+        first = chunk[0]
+        print(
+            f"{first.set} {first.source} seed {first.seed}: {len(rows)} rows, "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
+    return 0
+
+
+def _features(text: str) -> tuple[str, ...]:
+    """``all`` or comma-separated names of the signature's features."""
+    from inference.guard import FEATURES
+
+    return FEATURES if text == "all" else tuple(text.split(","))
+
+
 def _guard(args: argparse.Namespace) -> int:
-    """Fits the input guards of the models' roles, judges them, writes them into the cards."""
+    """Fits the input guards of the T1 and T2 roles on a signature table, judges them on
+    its cases, and writes them into the models' cards."""
     from dataclasses import asdict
 
-    from inference.training import guard_calibration as calibration
-    from inference.training.guard_fit import write_guards
+    from inference.training.guard_eval import evaluate_measured
+    from inference.training.guard_fit import fit_from_signatures, write_guards
+    from inference.training.guard_table import cases_as, load_table, reference_signatures
 
-    progress = functools.partial(print, flush=True)
-    started = time.monotonic()
-    if args.reference == "canonical":
-        reference = calibration.canonical_series(args.reference_seeds)
-        source = "the training simulator's canonical contrasts at random acquisitions"
-    else:
-        reference = calibration.randomized_series(args.reference_seeds, args.workers)
-        source = "whole-head series of the domain-randomised training simulator"
-    guards = calibration.fit_guards(reference, ("T1", "T2"), source)
-    progress(f"fitted on {len(reference)} heads in {time.monotonic() - started:.0f} s")
-    held_out = calibration.randomized_series(args.held_out_seeds, args.workers)
-    t1 = calibration.judge(
-        guards["T1"],
-        calibration.t1_guard_cases(held_out, args.canonical_seeds, args.test_seeds, args.workers),
-        progress,
-    )
-    t2 = calibration.judge(
-        guards["T2"], calibration.t2_guard_cases(held_out, args.test_seeds[:4]), progress
-    )
+    rows = load_table(args.table)
+    report = {}
+    guards = {}
+    for role, features in (("T1", args.t1_features), ("T2", args.t2_features)):
+        reference = reference_signatures(rows, role, args.reference)
+        guard = fit_from_signatures(
+            reference,
+            features=features,
+            fitted_on=f"{len(reference)} {role}w series: {', '.join(args.reference)} "
+            "simulator at random acquisitions",
+        )
+        result = evaluate_measured(guard, cases_as(rows, role))
+        print(f"{role}: threshold {guard.threshold:.2f}, {len(reference)} reference volumes")
+        print(result.table())
+        for line in result.false_refusals + result.false_acceptances:
+            print(f"  wrong: {line}")
+        guards[role] = guard
+        report[role] = {
+            "features": list(features),
+            "threshold": guard.threshold,
+            "reference_cases": guard.reference_cases,
+            "table": asdict(result),
+        }
     for path in args.models:
         card = load_model(path, ["CPUExecutionProvider"], 1).card
         write_guards(path, {role: guards[role] for role in card.input_roles})
-        progress(f"guards for {', '.join(card.input_roles)} written into {path}")
+        print(f"guards for {', '.join(card.input_roles)} written into {path}")
     if args.report:
-        report = {
-            role: {
-                "threshold": guards[role].threshold,
-                "reference_cases": guards[role].reference_cases,
-                "table": asdict(result),
-            }
-            for role, result in (("T1", t1), ("T2", t2))
-        }
         args.report.write_text(json.dumps(report, indent=2) + "\n")
-    progress(f"{time.monotonic() - started:.0f} s in all")
     return 0
 
 
@@ -273,19 +304,27 @@ def main(argv: list[str] | None = None) -> int:
     validation.add_argument("--write-card", action="store_true", help="figures into the cards")
     validation.set_defaults(func=_validate)
 
+    table = sub.add_parser("guard-table", help="signatures of the guard's reference and cases")
+    table.add_argument("table", type=Path, help="JSON file to write")
+    table.add_argument("--canonical-reference", type=_seeds, default=_seeds("200-219"))
+    table.add_argument("--randomized-reference", type=_seeds, default=_seeds("200-211"))
+    table.add_argument("--canonical-cases", type=_seeds, default=_seeds("6000-6014"))
+    table.add_argument("--randomized-cases", type=_seeds, default=_seeds("5500-5511"))
+    table.add_argument("--test-cases", type=_seeds, default=_seeds("1-8"))
+    table.add_argument("--workers", type=int, default=2)
+    table.set_defaults(func=_guard_table)
+
     guarding = sub.add_parser("guard", help="fit, judge and write the models' input guards")
-    guarding.add_argument("models", type=Path, nargs="+")
+    guarding.add_argument("models", type=Path, nargs="*", help="cards to write the guards into")
+    guarding.add_argument("--table", type=Path, required=True, help="from guard-table")
     guarding.add_argument(
         "--reference",
-        choices=("canonical", "randomized"),
-        default="canonical",
-        help="what the guard is fitted on (see guard_calibration)",
+        type=lambda text: tuple(text.split(",")),
+        default=("canonical", "randomized"),
+        help="sources the guard is fitted on: canonical, randomized or both",
     )
-    guarding.add_argument("--reference-seeds", type=_seeds, default=_seeds("200-211"))
-    guarding.add_argument("--held-out-seeds", type=_seeds, default=_seeds("5500-5519"))
-    guarding.add_argument("--canonical-seeds", type=_seeds, default=_seeds("6000-6014"))
-    guarding.add_argument("--test-seeds", type=_seeds, default=_seeds("1-10"))
-    guarding.add_argument("--workers", type=int, default=2)
+    guarding.add_argument("--t1-features", type=_features, default=_features("all"))
+    guarding.add_argument("--t2-features", type=_features, default=_features("all"))
     guarding.add_argument("--report", type=Path, help="JSON file for the tables")
     guarding.set_defaults(func=_guard)
 

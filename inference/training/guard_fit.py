@@ -22,7 +22,7 @@ T2w labelled T1) 4.9 × (with the first version of the foreground, see docs/mode
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import onnx
 
 from inference.card import CARD_KEY, ModelCard, RoleGuard, parse_card
 from inference.geometry import Volume
-from inference.guard import FEATURES, signature, vector
+from inference.guard import FEATURES, signature
 
 SCALE_FLOORS: dict[str, float] = {
     **{name: 0.02 for name in FEATURES if name.startswith(("hist_", "depth_"))},
@@ -79,10 +79,10 @@ def ledoit_wolf(z: FloatMatrix) -> FloatMatrix:
     return (1 - shrinkage) * sample + shrinkage * mu * np.eye(p)
 
 
-def _fit(rows: FloatMatrix) -> _Reference:
+def _fit(rows: FloatMatrix, features: Sequence[str]) -> _Reference:
     centre = np.median(rows, axis=0)
     mad = 1.4826 * np.median(np.abs(rows - centre), axis=0)
-    floors = np.array([SCALE_FLOORS[n] for n in FEATURES])
+    floors = np.array([SCALE_FLOORS[n] for n in features])
     scale = np.maximum.reduce([mad, 0.5 * rows.std(axis=0), floors])
     z = (rows - centre) / scale
     location = z.mean(axis=0)
@@ -93,6 +93,7 @@ def _fit(rows: FloatMatrix) -> _Reference:
 def fit_role_guard(
     volumes: Iterable[Volume],
     *,
+    features: Sequence[str] = FEATURES,
     fitted_on: str = "",
     quantile: float = 0.99,
     margin: float = 2.0,
@@ -102,18 +103,43 @@ def fit_role_guard(
 
     At least three volumes; a few dozen at the acquisitions the model should accept
     (spacings, thicknesses, noise, bias, fields of view) make a guard that refuses only
-    what is really different.
+    what is really different. ``features``: the signature's features the guard scores
+    (a subset of :data:`inference.guard.FEATURES`).
     """
-    rows = np.array([vector(signature(v), FEATURES) for v in volumes])
+    return fit_from_signatures(
+        [signature(v) for v in volumes],
+        features=features,
+        fitted_on=fitted_on,
+        quantile=quantile,
+        margin=margin,
+        minimum=minimum,
+    )
+
+
+def fit_from_signatures(
+    signatures: Sequence[Mapping[str, float]],
+    *,
+    features: Sequence[str] = FEATURES,
+    fitted_on: str = "",
+    quantile: float = 0.99,
+    margin: float = 2.0,
+    minimum: float = 4.0,
+) -> RoleGuard:
+    """:func:`fit_role_guard` from the reference volumes' signatures, already measured."""
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown or not features:
+        raise GuardFitError(f"features must be a non-empty subset of the signature's: {unknown}")
+    names = tuple(features)
+    rows = np.array([[s[n] for n in names] for s in signatures], dtype=np.float64)
     if len(rows) < MIN_REFERENCE:
         raise GuardFitError(
             f"a guard needs at least {MIN_REFERENCE} reference volumes, got {len(rows)}"
         )
-    reference = _fit(rows)
-    held_out = [_fit(np.delete(rows, i, axis=0)).score(rows[i]) for i in range(len(rows))]
+    reference = _fit(rows, names)
+    held_out = [_fit(np.delete(rows, i, axis=0), names).score(rows[i]) for i in range(len(rows))]
     threshold = max(minimum, margin * float(np.quantile(held_out, quantile)))
     return RoleGuard(
-        features=FEATURES,
+        features=names,
         centre=tuple(float(v) for v in reference.centre),
         scale=tuple(float(v) for v in reference.scale),
         location=tuple(float(v) for v in reference.location),
