@@ -15,13 +15,13 @@ from conftest import write_config
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from dicom_node.api.app import create_app
+from dicom_node.api.auth import SESSION_COOKIE
+from dicom_node.api.context import WebContext
 from dicom_node.config import load_config
 from dicom_node.dispatch.outbox import Outbox
 from dicom_node.obs.logs import JsonFormatter
 from dicom_node.ops.accounts import add_user
-from dicom_node.web.app import create_app
-from dicom_node.web.auth import SESSION_COOKIE
-from dicom_node.web.context import WebContext
 from peers import free_port
 from storage.database import Database
 from storage.models import (

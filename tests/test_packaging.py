@@ -34,8 +34,8 @@ def test_wheel_builds_without_warnings_and_carries_the_migrations_and_dashboard(
         "storage/migrations/env.py",
         "storage/migrations/script.py.mako",
         "storage/migrations/versions/0001_initial_schema.py",
-        "dicom_node/web/templates/base.html",
-        "dicom_node/web/templates/study.html",
-        "dicom_node/web/static/dashboard.css",
-        "dicom_node/web/static/dashboard.js",
+        "dicom_node/api/templates/base.html",
+        "dicom_node/api/templates/study.html",
+        "dicom_node/api/static/dashboard.css",
+        "dicom_node/api/static/dashboard.js",
     } <= names

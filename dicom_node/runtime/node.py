@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import FrameType
 
+from dicom_node.api.server import ApiStage
 from dicom_node.config import Config
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.receive.scp import utcnow
 from dicom_node.runtime.stages import STAGES, ReceiveStage, Resources, build
-from dicom_node.web.server import ApiStage
 from storage.database import Database
 from storage.spool import Spool
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from dicom_node.api.context import WebContext
+from dicom_node.api.server import ApiStage
 from dicom_node.config import Config
 from dicom_node.dispatch.dispatcher import Dispatcher
 from dicom_node.dispatch.outbox import Outbox
@@ -28,8 +30,6 @@ from dicom_node.route.assembly import restart_stability_clocks
 from dicom_node.route.scheduler import Scheduler
 from dicom_node.runtime.stage import LoopStage, Stage
 from dicom_node.synthesize.job import Synthesizer
-from dicom_node.web.context import WebContext
-from dicom_node.web.server import ApiStage
 from inference.registry import Registry, load_registry
 from storage.database import Database
 from storage.spool import Spool

@@ -13,11 +13,9 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from dicom_node.ops import destinations, outbox, review, studies
-from dicom_node.ops.accounts import check_password, close_session, open_session
-from dicom_node.web.auth import SESSION_COOKIE, check_csrf, context
-from dicom_node.web.rendering import render
-from dicom_node.web.signin import (
+from dicom_node.api.auth import SESSION_COOKIE, check_csrf, context
+from dicom_node.api.rendering import render
+from dicom_node.api.signin import (
     LOGIN_CSRF_COOKIE,
     Visitor,
     form_visitor,
@@ -26,7 +24,9 @@ from dicom_node.web.signin import (
     set_session_cookie,
     visitor,
 )
-from dicom_node.web.throttle import SignInThrottle
+from dicom_node.api.throttle import SignInThrottle
+from dicom_node.ops import destinations, outbox, review, studies
+from dicom_node.ops.accounts import check_password, close_session, open_session
 from storage.models import OutputSeries, Role
 
 router = APIRouter(include_in_schema=False)
@@ -72,7 +72,7 @@ def login(
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     """Checks the password and opens a session; the same answer for any failure, and
-    429 once this address has failed too often for this user name (web.throttle)."""
+    429 once this address has failed too often for this user name (api.throttle)."""
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf)
     ctx = context(request)
     throttle: SignInThrottle = request.app.state.sign_in_throttle

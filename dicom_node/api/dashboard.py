@@ -10,10 +10,10 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dicom_node.web import forms, pages
-from dicom_node.web.rendering import render
-from dicom_node.web.signin import HERE, SignInNeeded, sign_in_url, visitor
-from dicom_node.web.throttle import SignInThrottle
+from dicom_node.api import forms, pages
+from dicom_node.api.rendering import render
+from dicom_node.api.signin import HERE, SignInNeeded, sign_in_url, visitor
+from dicom_node.api.throttle import SignInThrottle
 
 
 def install(app: FastAPI) -> None:

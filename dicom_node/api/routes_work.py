@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from dicom_node.api.auth import context
+from dicom_node.api.routes_outputs import Admin, Viewer
 from dicom_node.ops import outbox, studies
 from dicom_node.ops.jobs import list_jobs
-from dicom_node.web.api_v1 import Admin, Viewer
-from dicom_node.web.auth import context
 from storage.models import Delivery, JobState
 
 router = APIRouter(prefix="/api/v1")

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from dicom_node.api.auth import context
 from dicom_node.ops.evidence import output_evidence
-from dicom_node.web.auth import context
 from storage.models import OutputSeries
 
 _lock = threading.Lock()

@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from dicom_node import __version__
+from dicom_node.api import dashboard, routes_node, routes_outputs, routes_work
+from dicom_node.api.auth import require
+from dicom_node.api.context import WebContext
 from dicom_node.obs.logs import emit, get_logger
 from dicom_node.obs.metrics import exposition
 from dicom_node.ops.models import model_cards
 from dicom_node.ops.previews import PreviewCache
-from dicom_node.web import api_node, api_v1, api_work, dashboard
-from dicom_node.web.auth import require
-from dicom_node.web.context import WebContext
 from storage.models import Role
 
 log = get_logger("api")
@@ -75,8 +75,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         return Response(body, media_type=content_type)
 
     app.add_api_route("/metrics", metrics, methods=["GET"], tags=["node"])
-    app.include_router(api_v1.router)
-    app.include_router(api_work.router)
-    app.include_router(api_node.router)
+    app.include_router(routes_outputs.router)
+    app.include_router(routes_work.router)
+    app.include_router(routes_node.router)
     dashboard.install(app)
     return app

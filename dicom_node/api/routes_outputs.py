@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dicom_node.api.auth import context, require
 from dicom_node.ops import outbox, previews, review
 from dicom_node.ops.accounts import Principal
-from dicom_node.web.auth import context, require
 from storage.models import Job, OutputSeries, OutputState, Role
 from storage.spool import Spool
 

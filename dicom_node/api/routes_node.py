@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
+from dicom_node.api.auth import context
+from dicom_node.api.routes_outputs import Admin, Reviewer, Viewer
 from dicom_node.ops import destinations
 from dicom_node.ops.accounts import list_users
-from dicom_node.web.api_v1 import Admin, Reviewer, Viewer
-from dicom_node.web.auth import context
 
 router = APIRouter(prefix="/api/v1")
 

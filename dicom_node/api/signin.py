@@ -19,8 +19,8 @@ from fastapi import HTTPException, Request, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from dicom_node.api.auth import SESSION_COOKIE, check_csrf, context
 from dicom_node.ops.accounts import Principal, session_principal
-from dicom_node.web.auth import SESSION_COOKIE, check_csrf, context
 from storage.models import Role
 
 LOGIN_CSRF_COOKIE = "dicomnode_login_csrf"

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from fastapi import HTTPException, Request
 
+from dicom_node.api.context import WebContext
 from dicom_node.ops.accounts import Principal, principal_for_token, session_principal
-from dicom_node.web.context import WebContext
 from storage.models import Role
 
 SESSION_COOKIE = "dicomnode_session"

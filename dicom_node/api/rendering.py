@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from dicom_node import __version__
-from dicom_node.web.signin import Visitor, templates
+from dicom_node.api.signin import Visitor, templates
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "

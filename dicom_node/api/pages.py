@@ -9,15 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from dicom_node.api.auth import context
+from dicom_node.api.evidence_cache import evidence
+from dicom_node.api.rendering import render
+from dicom_node.api.routes_outputs import output_item
+from dicom_node.api.signin import Visitor, fragment_visitor, page_visitor
 from dicom_node.ops import destinations, jobs, outbox, review
 from dicom_node.ops.outputs import output_ids, study_headers, study_outputs
 from dicom_node.ops.previews import CT_WINDOWS
 from dicom_node.ops.studies import list_studies, study_detail
-from dicom_node.web.api_v1 import output_item
-from dicom_node.web.auth import context
-from dicom_node.web.evidence_cache import evidence
-from dicom_node.web.rendering import render
-from dicom_node.web.signin import Visitor, fragment_visitor, page_visitor
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[Visitor, Depends(page_visitor)]

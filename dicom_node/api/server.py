@@ -14,10 +14,10 @@ import time
 
 import uvicorn
 
+from dicom_node.api.app import create_app
+from dicom_node.api.context import WebContext
 from dicom_node.config import ApiSettings
 from dicom_node.obs.logs import emit, get_logger
-from dicom_node.web.app import create_app
-from dicom_node.web.context import WebContext
 
 log = get_logger("api")
 
