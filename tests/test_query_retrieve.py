@@ -26,7 +26,7 @@ from dicom_node.dicom.status import QueryRetrieveStatus
 from dicom_node.runtime.node import Node
 from factories import StudySpec, axial_series, ramp_pixels, write_series
 from peers import DCMTK_ENV, Orthanc, findscu, stored_ok, storescu, wait_until
-from storage.models import Instance, Job, JobState, OutputSeries, Series
+from storage.models import Instance, Job, JobState, OutputSeries, OutputState, Series
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,8 @@ def holding(
     node_factory: Callable[..., Node],
     models_dir: Path,
 ) -> Iterator[Holding]:
-    """A node holding two studies, the first with its synthetic CT made."""
+    """A node holding two studies, the first with its synthetic CT made and released
+    (Q/R shows an output only once the outbox has released it)."""
     pacs = orthanc_factory()
     node = node_factory(
         {
@@ -69,9 +70,14 @@ def holding(
 
     def done() -> bool:
         with node.db.session() as session:
-            return [j.state for j in session.scalars(select(Job))] == [JobState.DONE]
+            jobs = [j.state for j in session.scalars(select(Job))]
+            outputs = list(session.scalars(select(OutputSeries.state)))
+            return jobs == [JobState.DONE] and outputs in (
+                [OutputState.RELEASED],
+                [OutputState.DELIVERED],
+            )
 
-    wait_until(done, 60, what="the synthetic CT")
+    wait_until(done, 60, what="the synthetic CT, released")
     yield Holding(node, pacs, node.address[1], doe, roe)
 
 
