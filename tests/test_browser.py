@@ -57,7 +57,7 @@ def browser() -> Iterator[WebDriver]:
     """Debian's Chromium through its own chromedriver (Selenium Manager never runs), in a
     fresh profile."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("chromium and chromium-driver are not installed (tools/install-system-deps.sh)")
+        pytest.fail("chromium and chromium-driver are not installed (tools/install-system-deps.sh)")
     profile = tempfile.mkdtemp(prefix="dicom-node-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
