@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.training.randomized import clean_mr, simulate_randomized
-from inference.training.simulate import Acquisition, Subject, draw_anatomy, simulate_subject
+from inference.training.randomized import simulate_randomized
+from inference.training.simulate import (
+    Acquisition,
+    Subject,
+    clean_mr,
+    draw_anatomy,
+    simulate_subject,
+)
 from inference.training.tissues import SEQUENCES, Tissue
 
 LOW = Acquisition(z_range_mm=(-95.0, -25.0))

@@ -128,3 +128,20 @@ def test_the_masks_agree_with_the_fractions(subject: Subject) -> None:
     assert (
         subject.fractions["cortical"][subject.bone] + subject.fractions["marrow"][subject.bone]
     ).min() >= 0.5
+
+
+def test_the_targets_are_the_images_without_their_noise(subject: Subject) -> None:
+    """FLAIR and CT targets: the same head, bias and blur, without the quantum or
+    thermal noise no model can predict."""
+    head = subject.head
+    ct_noise = subject.images["CT"].array[head] - subject.targets["CT"].array[head]
+    assert abs(float(ct_noise.mean())) < 1.0
+    assert 4.0 * 0.9 < float(ct_noise.std()) < 10.0 * 1.1
+    image = subject.images["FLAIR"].array[head].astype(np.float64)
+    target = subject.targets["FLAIR"].array[head].astype(np.float64)
+    gain = image @ target / (target @ target)
+    residual = image - gain * target
+    assert float(np.abs(residual).mean()) < 0.05 * float(image.mean())
+    assert float(np.abs(residual).mean()) > 0.001 * float(image.mean())
+    for role in ("CT", "FLAIR"):
+        assert subject.targets[role].geometry == subject.images[role].geometry

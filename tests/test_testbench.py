@@ -216,3 +216,17 @@ def test_mr_images_are_non_negative_and_scaled_per_series(axial: Case) -> None:
 def test_an_impossible_scan_is_refused_by_name(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
         Scan(**{field: value})
+
+
+def test_the_targets_are_the_same_scan_without_noise(axial: Case) -> None:
+    """The truth a model is judged against is what the head gives without the
+    acquisition's noise, and drawing it leaves the acquired images as they were."""
+    quiet = simulate_case(THICK_SKULL, replace(SMALL, noise=0.0))
+    again = simulate_case(THICK_SKULL, SMALL)
+    assert set(axial.targets) == {"FLAIR", "CT"}
+    for role, target in axial.targets.items():
+        np.testing.assert_array_equal(target.array, quiet.images[role].array)
+        np.testing.assert_array_equal(again.images[role].array, axial.images[role].array)
+        assert target.geometry == axial.images[role].geometry
+        noise = axial.images[role].array[axial.head] - target.array[axial.head]
+        assert float(np.abs(noise).mean()) > 0.5

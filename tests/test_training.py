@@ -254,3 +254,35 @@ def test_a_graph_without_the_architecture_is_not_taken_for_a_unet(tmp_path: Path
     export_model(UNet(recipe.network), recipe.card, path, np.zeros((1, 3, 32, 32), np.float32))
     with pytest.raises(ValueError, match=r"no dicom_node\.architecture"):
         from_onnx(onnx.load(path))
+
+
+def test_training_continues_from_an_exported_model_and_its_card_says_so(tmp_path: Path) -> None:
+    """``train --init``: the exported network (batch norms folded) is where the steps
+    start, and the new card tells what the parent was trained on before them."""
+    import onnx
+
+    from inference.training.__main__ import _continued
+    from inference.training.unet import ARCHITECTURE_KEY, from_onnx
+
+    recipe = tiny(SCT, steps=2)
+    first = train(recipe, [1000], progress=lambda _: None)
+    path = tmp_path / "parent.onnx"
+    parent_card = recipe.card.model_copy(update={"version": "0.9.0"})
+    metadata = {ARCHITECTURE_KEY: recipe.network.to_json()}
+    export_model(first.network, parent_card, path, first.sample, metadata=metadata)
+    sampler = CropSampler(first.data, recipe.schedule.crop, np.random.default_rng(3))
+    sampler.batch(4)  # the export sample train() draws first
+    x, y = sampler.batch(2)
+    with torch.inference_mode():
+        parent_loss = torch.nn.functional.l1_loss(
+            from_onnx(onnx.load(path))(torch.from_numpy(x)), torch.from_numpy(y)
+        ).item()
+    initial, continued = _continued(path, recipe, [1000])
+    second = train(continued, [1000], progress=lambda _: None, initial=initial)
+    assert second.losses[0] == pytest.approx(parent_loss, rel=1e-4)
+    assert second.network is initial
+    assert continued.card.training_data.startswith(parent_card.training_data)
+    assert f"continued from {SCT.card.id} 0.9.0: 2 steps" in continued.card.training_data
+    assert "subjects 1000-1000" in continued.card.training_data
+    with pytest.raises(ValueError, match="the network to continue from"):
+        train(tiny(FLAIR), [1000], progress=lambda _: None, initial=initial)

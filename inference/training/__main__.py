@@ -17,13 +17,18 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from inference.card import ModelCard
 from inference.registry import load_model
-from inference.training.recipes import HELD_OUT_SEEDS, RECIPES, TRAIN_SEEDS
+from inference.training.recipes import HELD_OUT_SEEDS, RECIPES, TRAIN_SEEDS, Recipe
+
+if TYPE_CHECKING:
+    from inference.training.unet import UNet
 
 
 def _seeds(text: str) -> list[int]:
@@ -194,6 +199,13 @@ def _train(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]
     if args.steps:
         recipe = recipe.with_schedule(steps=args.steps)
+    if args.learning_rate:
+        recipe = recipe.with_schedule(learning_rate=args.learning_rate)
+    initial = None
+    if args.init:
+        initial, recipe = _continued(args.init, recipe, args.train_seeds)
+    else:
+        recipe = _described(recipe, f"; trained on subjects {_seed_text(args.train_seeds)}")
     started = time.monotonic()
     bar = sys.stderr.isatty() if args.progress is None else args.progress
     run = train(
@@ -202,6 +214,7 @@ def _train(args: argparse.Namespace) -> int:
         workers=args.threads,
         progress=tqdm.write if bar else functools.partial(print, flush=True),
         bar=bar,
+        initial=initial,
     )
     path = args.out / f"{recipe.name}.onnx"
     export = export_model(
@@ -220,6 +233,43 @@ def _train(args: argparse.Namespace) -> int:
     _evaluate_file(path, args)
     print(f"{recipe.name}: {time.monotonic() - started:.0f} s in all")
     return 0
+
+
+def _described(recipe: Recipe, text: str) -> Recipe:
+    """The recipe with ``text`` added to its card's training data."""
+    card = recipe.card
+    return replace(
+        recipe, card=card.model_copy(update={"training_data": card.training_data + text})
+    )
+
+
+def _continued(parent: Path, recipe: Recipe, seeds: list[int]) -> tuple[UNet, Recipe]:
+    """The exported network in ``parent`` to continue training from, and the recipe
+    with a card that tells the whole history: what the parent was trained on, then
+    these steps on subjects of this recipe."""
+    import onnx
+
+    from inference.cardfile import read_card
+    from inference.training.unet import from_onnx
+
+    card = read_card(parent)
+    if card.id != recipe.card.id:
+        raise SystemExit(f"{parent}: model {card.id}, not {recipe.card.id}")
+    schedule = recipe.schedule
+    history = (
+        f"{card.training_data}. Then continued from {card.id} {card.version}: "
+        f"{schedule.steps} steps at learning rate {schedule.learning_rate:g} on subjects "
+        f"{_seed_text(seeds)} of the {recipe.card.version} recipe: "
+        f"{recipe.card.training_data}"
+    )
+    continued = replace(recipe, card=recipe.card.model_copy(update={"training_data": history}))
+    return from_onnx(onnx.load(parent)).train(), continued
+
+
+def _seed_text(seeds: list[int]) -> str:
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(str(s) for s in seeds)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -271,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     training.add_argument("--out", type=Path, default=Path("models"))
     training.add_argument("--train-seeds", type=_seeds, default=list(TRAIN_SEEDS))
     training.add_argument("--steps", type=int, help="override the recipe's step count")
+    training.add_argument(
+        "--learning-rate", type=float, help="override the recipe's initial learning rate"
+    )
+    training.add_argument(
+        "--init",
+        type=Path,
+        help="an exported model of the recipe (.onnx) to continue training from",
+    )
     training.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

@@ -3,8 +3,13 @@
 The model runs through the node's own serving path (``inference.predict.translate``),
 so what is measured is what the node would produce. Any model whose input and output
 roles the simulator makes (T1, T2, FLAIR, CT) can be evaluated, a user's included.
-CT is compared in HU; MR, which has no absolute unit, in reference units where the
-head's 99.5th percentile reads 1000 (prediction and truth scaled alike).
+The truth is the subject's noise-free target (``Truth.targets``): the image the head
+gives without an acquisition's noise, which no model can predict; the figures against
+the acquired image, noise and all, are kept beside them (``…_acquired``). CT is
+compared in HU. MR has no absolute unit: the truth is in reference units where the
+head's 99.5th percentile reads 1000, and the prediction gets the one gain that fits it
+best inside the head (least squares), as a reader's window would; the acquired-image
+figures scale prediction and acquisition alike by their 99.5th percentiles.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from inference.predict import translate
 from inference.registry import LoadedModel
 from inference.training.baselines import IntensityLookup
 from inference.training.figures import Panel, panel_figure
-from inference.training.metrics import mae, psnr, ssim
+from inference.training.metrics import Mask, mae, psnr, ssim
 from inference.training.recipes import MR_REFERENCE_LEVEL, Truth, reference_units, to_reference
 
 CT_DATA_RANGE = 4095.0
@@ -51,9 +56,26 @@ class Evaluation:
         return ", ".join(f"{k} {v:.4g}" for k, v in self.mean.items())
 
 
+def true_units(subject: Truth, role: str) -> FloatArray:
+    """The subject's noise-free ``role`` image: CT in HU, MR in reference units."""
+    image = subject.targets[role].array
+    return image if role == "CT" else to_reference(image, subject.head)
+
+
+def fitted_gain(prediction: FloatArray, truth: FloatArray, head: Mask) -> FloatArray:
+    """An MR prediction times the gain that brings it closest to ``truth`` inside the
+    head (least squares): MR units are arbitrary, so the scale is not the model's to
+    get right, and unlike a percentile the fit does not hang on the brightest voxels."""
+    p = prediction[head].astype(np.float64)
+    t = truth[head].astype(np.float64)
+    gain = float(p @ t / (p @ p)) if p.any() else 1.0
+    return (prediction * np.float32(gain)).astype(np.float32)
+
+
 def scores(role: str, prediction: FloatArray, subject: Truth) -> dict[str, float]:
     """The figures of one output against the subject's truth (see the module text)."""
-    truth = reference_units(subject, role)
+    truth = true_units(subject, role)
+    acquired = reference_units(subject, role)
     head = subject.head
     if role == "CT":
         clipped = np.clip(prediction, -1024, 3071)
@@ -62,13 +84,16 @@ def scores(role: str, prediction: FloatArray, subject: Truth) -> dict[str, float
             "mae_hu_bone": mae(clipped, truth, subject.bone),
             "psnr_db": psnr(clipped, truth, head, CT_DATA_RANGE),
             "ssim": ssim(clipped, truth, head, CT_DATA_RANGE),
+            "mae_hu_head_acquired": mae(clipped, acquired, head),
         }
-    scaled = to_reference(prediction, head)
+    scaled = fitted_gain(prediction, truth, head)
     data_range = float(truth[head].max() - truth[head].min())
+    acquired_range = float(acquired[head].max() - acquired[head].min())
     return {
         "mae_head": mae(scaled, truth, head),
         "psnr_db": psnr(scaled, truth, head, data_range),
         "ssim": ssim(scaled, truth, head, data_range),
+        "ssim_acquired": ssim(to_reference(prediction, head), acquired, head, acquired_range),
     }
 
 
@@ -87,7 +112,7 @@ def fit_baseline(model: LoadedModel, subjects: Iterable[Truth]) -> IntensityLook
     lookup = IntensityLookup(channels, bins=64 if channels == 1 else 48)
     for subject in subjects:
         x = _normalised_inputs(model, subject)[:, subject.head]
-        lookup.fit(x, reference_units(subject, model.card.output.role)[subject.head])
+        lookup.fit(x, true_units(subject, model.card.output.role)[subject.head])
     return lookup
 
 
@@ -169,12 +194,12 @@ def side_by_side(
 ) -> Path:
     """Input(s) | synthetic | truth | difference | baseline, at two levels of the head."""
     role = model.card.output.role
-    truth = reference_units(subject, role)
+    truth = true_units(subject, role)
     if role == "CT":
         window, spread, units = (-400.0, 1600.0), 400.0, "HU"
     else:
-        prediction = to_reference(prediction, subject.head)
-        baseline = to_reference(baseline, subject.head)
+        prediction = fitted_gain(prediction, truth, subject.head)
+        baseline = fitted_gain(baseline, truth, subject.head)
         window, spread, units = (0.0, 1.1 * MR_REFERENCE_LEVEL), 300.0, ""
     depth = truth.shape[0]
     rows = []

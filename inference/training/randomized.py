@@ -26,6 +26,7 @@ from inference.training.simulate import (
     HEAD_CENTRE_RAS,
     Subject,
     Waves,
+    clean_mr,
     ct_image,
     draw_anatomy,
     subject_from,
@@ -214,14 +215,6 @@ def random_mr(
     return (magnitude * np.float32(gain)).astype(np.float32)
 
 
-def clean_mr(
-    fractions: Mapping[str, FloatArray], sequence: Sequence, tissues: Mapping[str, Tissue]
-) -> FloatArray:
-    """The anatomy's own image for ``sequence``: no bias, noise or blur (a target)."""
-    clean = sum(f * np.float32(sequence.signal(tissues[name])) for name, f in fractions.items())
-    return np.asarray(clean, dtype=np.float32)
-
-
 def simulate_randomized(seed: int, whole_head: bool = False) -> Subject:
     """The domain-randomised subject of ``seed``: T1w and T2w with random contrast and
     scanner on a random grid (a training slab, or the ``whole_head``), and on the same
@@ -244,4 +237,4 @@ def simulate_randomized(seed: int, whole_head: bool = False) -> Subject:
     flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
     images["FLAIR"] = Volume(flair, geometry)
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
-    return subject_from(seed, images, fractions, inside)
+    return subject_from(seed, images, fractions, inside, flair, anatomy.tissues)

@@ -88,12 +88,15 @@ def to_reference(image: FloatArray, head: npt.NDArray[np.bool_]) -> FloatArray:
 
 class Truth(Protocol):
     """A head with known truth, from either simulator: its images (T1, T2, FLAIR in
-    scanner units, CT in HU) and the masks that figures are taken in."""
+    scanner units, CT in HU), its noise-free targets, and the masks that figures are
+    taken in."""
 
     @property
     def seed(self) -> int: ...
     @property
     def images(self) -> Mapping[str, Volume]: ...
+    @property
+    def targets(self) -> Mapping[str, Volume]: ...
     @property
     def head(self) -> npt.NDArray[np.bool_]: ...
     @property
@@ -113,7 +116,8 @@ MAX_OBLIQUITY_DEGREES = 20.0
 series tilted further is resampled into the axial plane before the model sees it."""
 _SIMULATED = (
     "domain-randomised simulated subjects only: the MNI152 2009c template (nilearn) with "
-    "skull (3-10 mm, bright or dark marrow), scalp, CSF, frontal sinus, mastoid air, "
+    "skull (3-10 mm, bright or dark marrow; cortical bone 1200-1900 HU, marrow "
+    "250-850 HU), scalp, CSF, frontal sinus, mastoid air, "
     "white-matter lesions, temporalis and neck muscles, a face (orbits, nasal cavity, "
     "maxillary sinuses, maxilla) and a neck (muscle, fat, cervical vertebra, canal, "
     "airway) added, per-subject affine and smooth deformation; input MR "
@@ -124,7 +128,7 @@ _SIMULATED = (
     "Rician noise and gain all random; targets: CT in HU with partial volume, FLAIR "
     "from the inversion-recovery equation under the coil bias the inputs share, without "
     "noise; "
-    f"training seeds {TRAIN_SEEDS.start}-{TRAIN_SEEDS.stop - 1}; inputs scaled by the "
+    "inputs scaled by the "
     "99th percentile of the foreground (voxels above the Otsu threshold)"
 )
 _USE = (
@@ -136,7 +140,7 @@ _USE = (
 SCT = Recipe(
     card=ModelCard(
         id="mr-t1-to-ct",
-        version="2.1.0",
+        version="2.2.0",
         inputs=(InputSpec(role="T1", normalization=_MR_INPUT),),
         output=OutputSpec(
             role="CT",
@@ -159,7 +163,7 @@ SCT = Recipe(
 FLAIR = Recipe(
     card=ModelCard(
         id="mr-t1t2-to-flair",
-        version="2.1.0",
+        version="2.2.0",
         inputs=(
             InputSpec(role="T1", normalization=_MR_INPUT),
             InputSpec(role="T2", normalization=_MR_INPUT),

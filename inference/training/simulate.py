@@ -13,6 +13,7 @@ in every contrast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from inference.geometry import FloatArray, Geometry, Volume
 from inference.training.extracranial import Extracranial
 from inference.training.soft_shapes import ellipsoid, step
 from inference.training.template import Template, load_template
-from inference.training.tissues import SEQUENCES, Tissue, jittered
+from inference.training.tissues import SEQUENCES, Sequence, Tissue, jittered
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -81,6 +82,9 @@ class Subject:
     """Inside the brain's hull (brain tissue and the CSF among it)."""
     fractions: dict[str, FloatArray]
     """Each tissue's share of every voxel (``tissues.TISSUES`` names; they sum to 1)."""
+    targets: dict[str, Volume]
+    """``FLAIR`` and ``CT`` as acquired but without noise: what the head is, which a
+    synthetic image is judged against (no model can predict an acquisition's noise)."""
 
 
 class Waves:
@@ -273,9 +277,7 @@ def mr_image(
     bias: FloatArray,
     rng: np.random.Generator,
 ) -> FloatArray:
-    sequence = SEQUENCES[role]
-    clean = sum(f * np.float32(sequence.signal(tissues[name])) for name, f in fractions.items())
-    clean = np.asarray(clean, dtype=np.float32) * bias
+    clean = clean_mr(fractions, SEQUENCES[role], tissues) * bias
     sigma = float(rng.uniform(0.008, 0.02)) * float(np.percentile(clean, 99))
     real = clean + rng.normal(0.0, sigma, size=clean.shape).astype(np.float32)
     imaginary = rng.normal(0.0, sigma, size=clean.shape).astype(np.float32)
@@ -284,13 +286,27 @@ def mr_image(
     return (magnitude * np.float32(gain)).astype(np.float32)
 
 
-def ct_image(
-    fractions: dict[str, FloatArray], tissues: dict[str, Tissue], rng: np.random.Generator
+def clean_mr(
+    fractions: Mapping[str, FloatArray], sequence: Sequence, tissues: Mapping[str, Tissue]
 ) -> FloatArray:
-    """CT in HU: each voxel's mixture of tissue CT numbers, the scanner's blur and
-    quantum noise."""
+    """The anatomy's own image for ``sequence``: no bias, noise or blur (a target)."""
+    clean = sum(f * np.float32(sequence.signal(tissues[name])) for name, f in fractions.items())
+    return np.asarray(clean, dtype=np.float32)
+
+
+def clean_ct(fractions: Mapping[str, FloatArray], tissues: Mapping[str, Tissue]) -> FloatArray:
+    """CT in HU without quantum noise: each voxel's mixture of tissue CT numbers under
+    the scanner's blur."""
     hu = sum(f * np.float32(tissues[name].hu) for name, f in fractions.items())
-    hu = ndimage.gaussian_filter(np.asarray(hu, dtype=np.float32), sigma=(0.0, 0.4, 0.4))
+    blurred = ndimage.gaussian_filter(np.asarray(hu, dtype=np.float32), sigma=(0.0, 0.4, 0.4))
+    return np.clip(blurred, -1024.0, 3071.0).astype(np.float32)
+
+
+def ct_image(
+    fractions: Mapping[str, FloatArray], tissues: Mapping[str, Tissue], rng: np.random.Generator
+) -> FloatArray:
+    """CT in HU: :func:`clean_ct` and the scanner's quantum noise."""
+    hu = clean_ct(fractions, tissues)
     hu += rng.normal(0.0, rng.uniform(4.0, 10.0), size=hu.shape).astype(np.float32)
     return np.clip(hu, -1024.0, 3071.0).astype(np.float32)
 
@@ -327,9 +343,16 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
 
 
 def subject_from(
-    seed: int, images: dict[str, Volume], fractions: dict[str, FloatArray], inside: FloatArray
+    seed: int,
+    images: dict[str, Volume],
+    fractions: dict[str, FloatArray],
+    inside: FloatArray,
+    clean_flair: FloatArray,
+    tissues: Mapping[str, Tissue],
 ) -> Subject:
-    """A subject with its truth masks derived from the fractions."""
+    """A subject with its truth masks derived from the fractions, and its noise-free
+    targets: ``clean_flair`` (bias included) and the CT without quantum noise."""
+    geometry = images["CT"].geometry
     return Subject(
         seed=seed,
         images=images,
@@ -337,6 +360,10 @@ def subject_from(
         bone=(fractions["cortical"] + fractions["marrow"]) >= 0.5,
         brain=inside >= 0.5,
         fractions=fractions,
+        targets={
+            "FLAIR": Volume(clean_flair, geometry),
+            "CT": Volume(clean_ct(fractions, tissues), geometry),
+        },
     )
 
 
@@ -362,7 +389,8 @@ def simulate_subject(seed: int, acquisition: Acquisition | None = None) -> Subje
         for role in ("T1", "T2", "FLAIR")
     }
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
-    return subject_from(seed, images, fractions, inside)
+    flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
+    return subject_from(seed, images, fractions, inside, flair, anatomy.tissues)
 
 
 def _head_mask(fractions: dict[str, FloatArray]) -> BoolArray:

@@ -43,10 +43,18 @@ def train(
     workers: int = 1,
     progress: Callable[[str], None] = log.info,
     bar: bool = False,
+    initial: UNet | None = None,
 ) -> TrainingRun:
     """Simulates the subjects of ``seeds`` (``workers`` processes) and trains the
     recipe's network on them; ``bar``: a progress bar of the steps on stderr, beside
-    the ``progress`` lines every 100 steps."""
+    the ``progress`` lines every 100 steps. ``initial``: a trained network of the
+    recipe's architecture to continue from (an exported model, batch norms folded)
+    instead of a new one."""
+    if initial is not None and initial.config != recipe.network:
+        raise ValueError(
+            f"{recipe.name}: the network to continue from is {initial.config}, "
+            f"the recipe's {recipe.network}"
+        )
     schedule = recipe.schedule
     torch.manual_seed(schedule.seed)
     started = time.monotonic()
@@ -55,7 +63,7 @@ def train(
     progress(
         f"{recipe.name}: {len(seeds)} subjects, {len(data)} slices simulated in {simulated:.0f} s"
     )
-    network = UNet(recipe.network)
+    network = initial if initial is not None else UNet(recipe.network)
     sampler = CropSampler(data, schedule.crop, np.random.default_rng(schedule.seed))
     optimiser = torch.optim.Adam(network.parameters(), lr=schedule.learning_rate)
     decay = torch.optim.lr_scheduler.LambdaLR(

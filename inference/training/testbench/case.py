@@ -77,6 +77,9 @@ class Case:
     """Cortical bone and marrow make up at least half the voxel."""
     brain: npt.NDArray[np.bool_]
     """Brain tissue and the CSF within the skull make up at least half the voxel."""
+    targets: dict[str, Volume]
+    """"FLAIR" and "CT" as acquired but without noise: what a synthetic image is judged
+    against, since no model can predict an acquisition's noise."""
     description: dict[str, str] = field(default_factory=dict)
 
 
@@ -154,6 +157,7 @@ def simulate_case(seed: int, scan: Scan | None = None) -> Case:
     )
     geometry = stack.geometry
     images = {name: np.empty(geometry.shape, dtype=np.float32) for name in (*MR_SERIES, "CT")}
+    clean = {name: np.empty(geometry.shape, dtype=np.float32) for name in ("FLAIR", "CT")}
     masks = {name: np.empty(geometry.shape, dtype=bool) for name in ("head", "bone", "brain")}
     noise = stream(seed, "noise")
     centre = subj.pose.to_patient(np.asarray([anatomy.HEAD_CENTRE]))[0]
@@ -163,14 +167,18 @@ def simulate_case(seed: int, scan: Scan | None = None) -> Case:
         for c, name in enumerate(MR_SERIES):
             gain = subj.gains[name]
             sigma = scan.noise * subj.scanner.brain_level[name] / subj.scanner.snr[name]
-            images[name][k0:k1] = scanner.magnitude(slab.channels[c] * bias * gain, sigma, noise)
-        images["CT"][k0:k1] = scanner.ct_image(
-            slab.channels[CHANNELS.index("CT")],
-            subj.scanner,
-            scan.noise,
-            scan.pixel_spacing_mm,
-            noise,
-        )
+            signal = slab.channels[c] * bias * gain
+            images[name][k0:k1] = scanner.magnitude(signal, sigma, noise)
+            if name in clean:
+                clean[name][k0:k1] = scanner.magnitude(signal, 0.0, noise)
+        for array, strength in ((images["CT"], scan.noise), (clean["CT"], 0.0)):
+            array[k0:k1] = scanner.ct_image(
+                slab.channels[CHANNELS.index("CT")],
+                subj.scanner,
+                strength,
+                scan.pixel_spacing_mm,
+                noise,
+            )
         for name, mask in masks.items():
             mask[k0:k1] = slab.channels[CHANNELS.index(name)] >= 0.5
     units = {"T1": "scanner units", "T2": "scanner units", "FLAIR": "scanner units", "CT": "HU"}
@@ -185,5 +193,8 @@ def simulate_case(seed: int, scan: Scan | None = None) -> Case:
         head=masks["head"],
         bone=masks["bone"],
         brain=masks["brain"],
+        targets={
+            name: Volume(array, geometry, {"units": units[name]}) for name, array in clean.items()
+        },
         description=dict(subj.description),
     )
