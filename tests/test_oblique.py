@@ -169,7 +169,8 @@ def _t1_on(seed: int, geometry: Geometry) -> tuple[Volume, Subject]:
     fractions, inside, centres = anatomy.sample(geometry, depths=3)
     bias = np.exp(Waves(rng, amplitude=0.12, count=4)(centres)).astype(np.float32)
     t1 = mr_image(fractions, anatomy.tissues, "T1", bias, rng)
-    return Volume(t1, geometry), subject_from(seed, {}, fractions, inside)
+    subject = subject_from(seed, geometry, {}, fractions, inside, anatomy.tissues, bias)
+    return Volume(t1, geometry), subject
 
 
 def _within(inner: Geometry, outer: Geometry) -> np.ndarray:

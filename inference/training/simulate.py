@@ -344,15 +344,17 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
 
 def subject_from(
     seed: int,
+    geometry: Geometry,
     images: dict[str, Volume],
     fractions: dict[str, FloatArray],
     inside: FloatArray,
-    clean_flair: FloatArray,
     tissues: Mapping[str, Tissue],
+    bias: FloatArray,
 ) -> Subject:
     """A subject with its truth masks derived from the fractions, and its noise-free
-    targets: ``clean_flair`` (bias included) and the CT without quantum noise."""
-    geometry = images["CT"].geometry
+    targets on ``geometry``: the canonical FLAIR under the coil ``bias``, and the CT
+    without quantum noise."""
+    flair = clean_mr(fractions, SEQUENCES["FLAIR"], tissues) * bias
     return Subject(
         seed=seed,
         images=images,
@@ -361,7 +363,7 @@ def subject_from(
         brain=inside >= 0.5,
         fractions=fractions,
         targets={
-            "FLAIR": Volume(clean_flair, geometry),
+            "FLAIR": Volume(flair, geometry),
             "CT": Volume(clean_ct(fractions, tissues), geometry),
         },
     )
@@ -389,8 +391,7 @@ def simulate_subject(seed: int, acquisition: Acquisition | None = None) -> Subje
         for role in ("T1", "T2", "FLAIR")
     }
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
-    flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
-    return subject_from(seed, images, fractions, inside, flair, anatomy.tissues)
+    return subject_from(seed, geometry, images, fractions, inside, anatomy.tissues, bias)
 
 
 def _head_mask(fractions: dict[str, FloatArray]) -> BoolArray:
