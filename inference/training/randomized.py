@@ -237,4 +237,4 @@ def simulate_randomized(seed: int, whole_head: bool = False) -> Subject:
     flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
     images["FLAIR"] = Volume(flair, geometry)
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
-    return subject_from(seed, geometry, images, fractions, inside, anatomy.tissues, bias)
+    return subject_from(seed, geometry, images, fractions, inside, anatomy.tissues, bias, flair)

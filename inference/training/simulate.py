@@ -350,11 +350,13 @@ def subject_from(
     inside: FloatArray,
     tissues: Mapping[str, Tissue],
     bias: FloatArray,
+    flair: FloatArray | None = None,
 ) -> Subject:
     """A subject with its truth masks derived from the fractions, and its noise-free
-    targets on ``geometry``: the canonical FLAIR under the coil ``bias``, and the CT
-    without quantum noise."""
-    flair = clean_mr(fractions, SEQUENCES["FLAIR"], tissues) * bias
+    targets on ``geometry``: the canonical FLAIR under the coil ``bias`` (``flair``,
+    when the caller has made it already), and the CT without quantum noise."""
+    if flair is None:
+        flair = clean_mr(fractions, SEQUENCES["FLAIR"], tissues) * bias
     return Subject(
         seed=seed,
         images=images,
