@@ -12,7 +12,13 @@ import pytest
 
 from inference.card import CARD_KEY, ModelCard, RoleGuard, parse_card
 from inference.guard import FEATURES, assess, foreground, signature
-from inference.training.guard_cases import Case, labelled_cases, padded, resampled_in_plane
+from inference.training.guard_cases import (
+    Case,
+    cropped,
+    labelled_cases,
+    padded,
+    resampled_in_plane,
+)
 from inference.training.guard_eval import evaluate_guard
 from inference.training.guard_fit import GuardFitError, fit_role_guard, write_guards
 from inference.training.simulate import Acquisition, simulate_subject
@@ -99,6 +105,17 @@ def test_signature_does_not_depend_on_how_much_background_the_field_of_view_hold
     wide = signature(roomy)
     for name in FEATURES:
         assert wide[name] == pytest.approx(tight[name], abs=0.05), name
+
+
+def test_a_head_that_fills_the_field_of_view_is_found() -> None:
+    """No voxel of a CT cropped to its head stands three times above the median (the
+    median is tissue, not air): the bright end is then taken from all voxels, where the
+    earlier rule found no head at all and read the series as empty."""
+    ct = cropped(simulate_subject(7, Acquisition(2.0, 5.0, 120, 110)).images["CT"], 0.6)
+    shifted = ct.array - np.percentile(ct.array, 0.1)
+    assert not (shifted > 3 * np.median(shifted)).any()
+    assert foreground(ct.array).mean() > 0.5
+    assert signature(ct)["log_volume_ml"] > 2.5
 
 
 def test_guard_accepts_a_head_that_fills_under_one_percent_of_a_big_field_of_view(

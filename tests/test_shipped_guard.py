@@ -1,7 +1,8 @@
-"""The input guard shipped in `mr-t1-to-ct`'s card, on heads it was not fitted on: it
-refuses a T2w labelled T1, a CT, phantoms, noise and a nearly empty series, and accepts
-T1w heads of both simulators at fine random acquisitions, oblique, noisy, biased,
-cropped, padded and after lossy JPEG 2000 (docs/models.md). The figures on a few hundred
+"""The input guards shipped in the models' cards, on heads they were not fitted on: the
+T1 guard refuses a T2w labelled T1, a CT, phantoms, noise and a nearly empty series, and
+accepts T1w heads of both simulators at fine random acquisitions, oblique, noisy, biased,
+cropped, padded and after lossy JPEG 2000; the FLAIR model's T2 guard does the same for
+its T2 input, a T1w labelled T2 refused (docs/models.md). The figures on a few hundred
 cases are in docs/model-reports/guard.json; this checks one head of each simulator."""
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ def shipped() -> RoleGuard:
 
 
 @pytest.fixture(scope="module")
+def flair_t2() -> RoleGuard:
+    card = read_card(MODELS / "mr-t1t2-to-flair.onnx")
+    sct = read_card(MODELS / "mr-t1-to-ct.onnx")
+    assert card.guard is not None and set(card.guard) == {"T1", "T2"}
+    assert sct.guard is not None and card.guard["T1"] == sct.guard["T1"]
+    return card.guard["T2"]
+
+
+@pytest.fixture(scope="module")
 def cases() -> list[Case]:
     return [
         *labelled_cases([CANONICAL_HEAD]),
         *guard_calibration.testbench_cases(TEST_SIMULATOR_HEAD),
     ]
-
-
-def test_the_flair_model_ships_without_a_guard() -> None:
-    """Its T2 guard candidate accepted T1w labelled T2 (docs/models.md)."""
-    assert read_card(MODELS / "mr-t1t2-to-flair.onnx").guard is None
 
 
 def test_the_shipped_guard_refuses_every_kind_it_must(
@@ -71,3 +76,30 @@ def test_the_shipped_guard_accepts_t1w_heads_of_both_simulators_however_acquired
     verdicts = [(c.name, assess(c.volume, shipped)) for c in genuine]
     refused = [f"{name}: {v.score:.2f} ({v.feature})" for name, v in verdicts if not v.accepted]
     assert refused == [], f"threshold {shipped.threshold:.2f}"
+
+
+def _t2w(case: Case) -> bool:
+    """Whether a case is a T2w head (to accept as a T2 input)."""
+    return case.kind.startswith("T2 labelled T1")
+
+
+def test_the_flair_models_t2_guard_refuses_t1w_ct_phantoms_noise_and_empty(
+    flair_t2: RoleGuard, cases: list[Case]
+) -> None:
+    refused = [c for c in cases if not _t2w(c)]
+    assert {"T1 as simulated", "T1 JPEG 2000 lossy", "T1 test simulator", "phantom"} <= {
+        c.kind for c in refused
+    }
+    verdicts = [(c.name, assess(c.volume, flair_t2)) for c in refused]
+    accepted = [f"{name}: {v.score:.2f}" for name, v in verdicts if v.accepted]
+    assert accepted == [], f"threshold {flair_t2.threshold:.2f}"
+
+
+def test_the_flair_models_t2_guard_accepts_t2w_heads_of_both_simulators(
+    flair_t2: RoleGuard, cases: list[Case]
+) -> None:
+    genuine = [c for c in cases if _t2w(c)]
+    assert len(genuine) == 7, "six variants of the canonical head, one test-simulator T2w"
+    verdicts = [(c.name, assess(c.volume, flair_t2)) for c in genuine]
+    refused = [f"{name}: {v.score:.2f} ({v.feature})" for name, v in verdicts if not v.accepted]
+    assert refused == [], f"threshold {flair_t2.threshold:.2f}"

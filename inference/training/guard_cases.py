@@ -269,61 +269,66 @@ def nearly_empty(geometry: Geometry, rng: np.random.Generator) -> Volume:
     return Volume(array, geometry)
 
 
-def t1_variants(t1: Volume, rng: np.random.Generator) -> Iterator[tuple[str, str, Volume]]:
-    """(kind, parameters, volume): a T1w volume as simulated, then with more noise, a
-    stronger bias field, a cropped and a padded field of view, and through lossy
-    JPEG 2000 — each change alone."""
-    yield "T1 as simulated", "", t1
+def variants(
+    volume: Volume, rng: np.random.Generator, contrast: str = "T1"
+) -> Iterator[tuple[str, str, Volume]]:
+    """(kind, parameters, volume): an MR volume of ``contrast`` as simulated, then with
+    more noise, a stronger bias field, a cropped and a padded field of view, and
+    through lossy JPEG 2000 — each change alone."""
+    yield f"{contrast} as simulated", "", volume
     level = float(rng.uniform(0.01, 0.05))
-    yield "T1 more noise", f"{level:.3f} of p99", with_noise(t1, rng, level)
+    yield f"{contrast} more noise", f"{level:.3f} of p99", with_noise(volume, rng, level)
     strength = float(rng.uniform(0.1, 0.4))
-    yield "T1 more bias", f"{strength:.2f}", with_bias(t1, rng, strength)
+    yield f"{contrast} more bias", f"{strength:.2f}", with_bias(volume, rng, strength)
     keep = float(rng.uniform(0.6, 0.85))
-    yield "T1 cropped FOV", f"to {keep:.2f}", cropped(t1, keep)
-    room = np.sqrt(PADDED_VOXELS / t1.array.size)
+    yield f"{contrast} cropped FOV", f"to {keep:.2f}", cropped(volume, keep)
+    room = np.sqrt(PADDED_VOXELS / volume.array.size)
     factor = float(min(rng.uniform(1.5, 3.0), max(room, 1.2)))
-    yield "T1 padded FOV", f"x{factor:.1f}", padded(t1, factor, rng)
+    yield f"{contrast} padded FOV", f"x{factor:.1f}", padded(volume, factor, rng)
     ratio = float(rng.uniform(10.0, 30.0))
-    yield "T1 JPEG 2000 lossy", f"{ratio:.0f}:1", jpeg2000(t1, ratio)
+    yield f"{contrast} JPEG 2000 lossy", f"{ratio:.0f}:1", jpeg2000(volume, ratio)
 
 
 def subject_at_random_acquisition(
     seed: int, fast: bool = False
-) -> tuple[Subject, Volume, str, np.random.Generator]:
-    """Seed → simulated subject at its random acquisition, its T1w at its random
+) -> tuple[Subject, dict[str, Volume], str, np.random.Generator]:
+    """Seed → simulated subject at its random acquisition, its T1w and T2w at its random
     in-plane spacing, a tag naming both, and the case's random generator."""
     rng = np.random.default_rng(seed + 7_000_000)
     acquisition = random_acquisition(rng, fast=fast)
     subject = simulate_subject(seed, acquisition)
     spacing = float(rng.uniform(1.5, 2.5) if fast else rng.uniform(0.5, 1.5))
-    t1 = resampled_in_plane(subject.images["T1"], spacing)
+    mr = {role: resampled_in_plane(subject.images[role], spacing) for role in ("T1", "T2")}
     tilt = "/".join(f"{t:.0f}" for t in acquisition.tilt_degrees)
     thickness = acquisition.slice_thickness_mm
-    return subject, t1, f"seed {seed}, {spacing:.2f} mm x {thickness:.1f} mm, tilt {tilt} deg", rng
+    return subject, mr, f"seed {seed}, {spacing:.2f} mm x {thickness:.1f} mm, tilt {tilt} deg", rng
 
 
 def t1_cases(seeds: Iterable[int], fast: bool = False) -> Iterator[Case]:
     """Only the cases to accept of :func:`labelled_cases` (the same volumes): a
     reference for fitting a T1 guard."""
     for seed in seeds:
-        _, t1, tag, rng = subject_at_random_acquisition(seed, fast)
-        for kind, detail, volume in t1_variants(t1, rng):
+        _, mr, tag, rng = subject_at_random_acquisition(seed, fast)
+        for kind, detail, volume in variants(mr["T1"], rng):
             yield Case(kind, f"{kind} {detail} ({tag})", volume, True)
 
 
 def labelled_cases(seeds: Iterable[int], fast: bool = False) -> Iterator[Case]:
     """For each seed: one simulated subject at a random acquisition, its T1w in every
-    variant (to accept), its T2w and CT (to refuse), and on the same grid a phantom, a
-    phantom with inserts, pure noise and a nearly empty series (to refuse).
+    variant (to accept), its T2w in every variant and its CT (to refuse), and on the
+    same grid a phantom, a phantom with inserts, pure noise and a nearly empty series
+    (to refuse). The T2w variants are all of kind ``T2 labelled T1``, the variant named
+    in the case's name.
 
     ``fast``: in-plane spacing 1.5–2.5 mm and slices 3–6 mm, for tests."""
     for seed in seeds:
-        subject, t1, tag, rng = subject_at_random_acquisition(seed, fast)
-        for kind, detail, volume in t1_variants(t1, rng):
+        subject, mr, tag, rng = subject_at_random_acquisition(seed, fast)
+        for kind, detail, volume in variants(mr["T1"], rng):
             yield Case(kind, f"{kind} {detail} ({tag})", volume, True)
-        geometry = t1.geometry
+        for kind, detail, volume in variants(mr["T2"], rng, "T2"):
+            yield Case("T2 labelled T1", f"{kind} {detail} ({tag})", volume, False)
+        geometry = mr["T1"].geometry
         refused = {
-            "T2 labelled T1": subject.images["T2"],
             "CT labelled MR": subject.images["CT"],
             "phantom": phantom(geometry, rng),
             "phantom with inserts": phantom(geometry, rng, inserts=4),

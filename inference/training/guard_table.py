@@ -24,7 +24,7 @@ from inference.training.guard_calibration import randomized_series, testbench_ca
 from inference.training.guard_cases import (
     labelled_cases,
     subject_at_random_acquisition,
-    t1_variants,
+    variants,
 )
 from inference.training.guard_eval import MeasuredCase
 
@@ -46,14 +46,12 @@ class Row:
 
 
 def _canonical_reference(seed: int) -> list[Row]:
-    subject, t1, tag, rng = subject_at_random_acquisition(seed)
-    rows = [
-        Row("reference", "canonical", seed, "T1", kind, f"{kind} {detail} ({tag})", signature(v))
-        for kind, detail, v in t1_variants(t1, rng)
+    _, mr, tag, rng = subject_at_random_acquisition(seed)
+    return [
+        Row("reference", "canonical", seed, role, kind, f"{kind} {detail} ({tag})", signature(v))
+        for role in ("T1", "T2")
+        for kind, detail, v in variants(mr[role], rng, role)
     ]
-    t2 = subject.images["T2"]
-    rows.append(Row("reference", "canonical", seed, "T2", "T2", f"T2 ({tag})", signature(t2)))
-    return rows
 
 
 def _canonical_cases(seed: int) -> list[Row]:
@@ -181,6 +179,3 @@ def cases_as(rows: Iterable[Row], role: str) -> list[MeasuredCase]:
         for r in rows
         if r.set == "cases" and not (role != "T1" and r.role == "T1" and r.kind not in _T1_ONCE)
     ]
-
-
-_T1_ONCE = ("T1 as simulated", "T1 test simulator", "T1 randomised")
