@@ -47,6 +47,13 @@ def cases() -> list[Case]:
     ]
 
 
+def _wrongly(guard: RoleGuard, cases: list[Case], accepted: bool) -> list[str]:
+    """Each case the guard judged ``accepted`` (the wrong decision for these cases), with
+    its score and the feature furthest from the reference."""
+    verdicts = [(c.name, assess(c.volume, guard)) for c in cases]
+    return [f"{n}: {v.score:.2f} ({v.feature})" for n, v in verdicts if v.accepted == accepted]
+
+
 def test_the_shipped_guard_refuses_every_kind_it_must(
     shipped: RoleGuard, cases: list[Case]
 ) -> None:
@@ -61,9 +68,7 @@ def test_the_shipped_guard_refuses_every_kind_it_must(
         "T2 labelled T1 (test sim.)",
         "CT labelled MR (test sim.)",
     }
-    verdicts = [(c.name, assess(c.volume, shipped)) for c in refused]
-    accepted = [f"{name}: {v.score:.2f}" for name, v in verdicts if v.accepted]
-    assert accepted == [], f"threshold {shipped.threshold:.2f}"
+    assert _wrongly(shipped, refused, accepted=True) == [], f"threshold {shipped.threshold:.2f}"
 
 
 def test_the_shipped_guard_accepts_t1w_heads_of_both_simulators_however_acquired(
@@ -73,9 +78,7 @@ def test_the_shipped_guard_accepts_t1w_heads_of_both_simulators_however_acquired
     assert {"T1 test simulator", "T1 test simulator JPEG 2000", "T1 JPEG 2000 lossy"} <= {
         c.kind for c in genuine
     }
-    verdicts = [(c.name, assess(c.volume, shipped)) for c in genuine]
-    refused = [f"{name}: {v.score:.2f} ({v.feature})" for name, v in verdicts if not v.accepted]
-    assert refused == [], f"threshold {shipped.threshold:.2f}"
+    assert _wrongly(shipped, genuine, accepted=False) == [], f"threshold {shipped.threshold:.2f}"
 
 
 def _t2w(case: Case) -> bool:
@@ -90,9 +93,7 @@ def test_the_flair_models_t2_guard_refuses_t1w_ct_phantoms_noise_and_empty(
     assert {"T1 as simulated", "T1 JPEG 2000 lossy", "T1 test simulator", "phantom"} <= {
         c.kind for c in refused
     }
-    verdicts = [(c.name, assess(c.volume, flair_t2)) for c in refused]
-    accepted = [f"{name}: {v.score:.2f}" for name, v in verdicts if v.accepted]
-    assert accepted == [], f"threshold {flair_t2.threshold:.2f}"
+    assert _wrongly(flair_t2, refused, accepted=True) == [], f"threshold {flair_t2.threshold:.2f}"
 
 
 def test_the_flair_models_t2_guard_accepts_t2w_heads_of_both_simulators(
@@ -100,6 +101,4 @@ def test_the_flair_models_t2_guard_accepts_t2w_heads_of_both_simulators(
 ) -> None:
     genuine = [c for c in cases if _t2w(c)]
     assert len(genuine) == 7, "six variants of the canonical head, one test-simulator T2w"
-    verdicts = [(c.name, assess(c.volume, flair_t2)) for c in genuine]
-    refused = [f"{name}: {v.score:.2f} ({v.feature})" for name, v in verdicts if not v.accepted]
-    assert refused == [], f"threshold {flair_t2.threshold:.2f}"
+    assert _wrongly(flair_t2, genuine, accepted=False) == [], f"threshold {flair_t2.threshold:.2f}"
