@@ -126,8 +126,14 @@ def test_a_sagittal_t1_through_the_node_gets_the_axial_runs_ct_on_its_own_slices
     models.mkdir()
     (models / "mr-t1-to-ct.onnx").symlink_to(MODELS / "mr-t1-to-ct.onnx")
     node = node_factory(
-        {**sends_to(free_port()), "synthetic": {"invisible_watermark": False}}
-    )  # the destination is down: the outputs stay in the node's spool, where they are read
+        {
+            **sends_to(free_port()),
+            "synthetic": {"invisible_watermark": False},
+            "node": {"stable_seconds": 5.0},
+        }
+    )  # the destination is down: the outputs stay in the node's spool, where they are read;
+    # a study counts as whole after 5 s without an instance (1 s let a loaded machine's
+    # pause mid-series route a partial sagittal series, and the grown study a second job)
     axial, sagittal = StudySpec(), StudySpec()
     paths = write_series(_series_of(head, axial, "t1_mprage_tra", 2), tmp_path / "axial")
     paths += write_series(
