@@ -284,5 +284,9 @@ def test_training_continues_from_an_exported_model_and_its_card_says_so(tmp_path
     assert continued.card.training_data.startswith(parent_card.training_data)
     assert f"continued from {SCT.card.id} 0.9.0: 2 steps" in continued.card.training_data
     assert "subjects 1000-1000" in continued.card.training_data
+    assert continued.card.training_data.endswith(f"of the {SCT.card.version} recipe: as above")
+    same = replace(recipe, card=recipe.card.model_copy(update={"version": "0.9.0"}))
+    with pytest.raises(SystemExit, match="needs a later version than that"):
+        _continued(path, same, [1000])
     with pytest.raises(ValueError, match="the network to continue from"):
         train(tiny(FLAIR), [1000], progress=lambda _: None, initial=initial)

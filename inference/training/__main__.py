@@ -201,6 +201,8 @@ def _train(args: argparse.Namespace) -> int:
         recipe = recipe.with_schedule(steps=args.steps)
     if args.learning_rate:
         recipe = recipe.with_schedule(learning_rate=args.learning_rate)
+    if args.version:
+        recipe = replace(recipe, card=recipe.card.model_copy(update={"version": args.version}))
     initial = None
     if args.init:
         initial, recipe = _continued(args.init, recipe, args.train_seeds)
@@ -255,15 +257,26 @@ def _continued(parent: Path, recipe: Recipe, seeds: list[int]) -> tuple[UNet, Re
     card = read_card(parent)
     if card.id != recipe.card.id:
         raise SystemExit(f"{parent}: model {card.id}, not {recipe.card.id}")
+    if _version_key(recipe.card.version) <= _version_key(card.version):
+        raise SystemExit(
+            f"{parent} is {card.id} {card.version}: the continued model needs a later "
+            f"version than that (--version), not {recipe.card.version}"
+        )
     schedule = recipe.schedule
+    recipe_text = recipe.card.training_data
+    if recipe_text in card.training_data:
+        recipe_text = "as above"
     history = (
         f"{card.training_data}. Then continued from {card.id} {card.version}: "
         f"{schedule.steps} steps at learning rate {schedule.learning_rate:g} on subjects "
-        f"{_seed_text(seeds)} of the {recipe.card.version} recipe: "
-        f"{recipe.card.training_data}"
+        f"{_seed_text(seeds)} of the {RECIPES[recipe.name].card.version} recipe: {recipe_text}"
     )
     continued = replace(recipe, card=recipe.card.model_copy(update={"training_data": history}))
     return from_onnx(onnx.load(parent)).train(), continued
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -328,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         "--init",
         type=Path,
         help="an exported model of the recipe (.onnx) to continue training from",
+    )
+    training.add_argument(
+        "--version",
+        help="the exported card's version (default: the recipe's); a continued model "
+        "needs one later than its parent's",
     )
     training.add_argument(
         "--progress",
