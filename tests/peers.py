@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.parse
@@ -21,6 +22,18 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+
+def _without_python_scripts(path: str) -> str:
+    """``path`` without this interpreter's scripts folder: pynetdicom installs console
+    scripts named like DCMTK's (storescu, findscu, …) there, and with a virtual
+    environment activated they would stand in for DCMTK, whose output the tests read."""
+    scripts = os.path.realpath(sysconfig.get_path("scripts"))
+    return os.pathsep.join(
+        entry for entry in path.split(os.pathsep) if os.path.realpath(entry or ".") != scripts
+    )
+
+
+os.environ["PATH"] = _without_python_scripts(os.environ.get("PATH", ""))
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 AUTO_ROUTE_LUA = """
