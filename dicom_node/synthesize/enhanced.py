@@ -71,8 +71,14 @@ ENHANCED_SIGNED_KEYWORDS: tuple[str | int, ...] = (
 """The classic output's signed attributes, and those that carry the rest per frame."""
 
 _FRAME_TYPE_SEQUENCES = ("CTImageFrameTypeSequence", "MRImageFrameTypeSequence")
-_TOP_LEVEL = ("Laterality",)
-"""Converted into the Unassigned Shared group by highdicom; General Series holds them."""
+_TOP_LEVEL = (
+    "Laterality",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+)
+"""Dropped or put into the Unassigned Shared group by highdicom; General Series holds
+Laterality, the Enhanced CT/MR Image Module the lossy compression history."""
 
 
 def build_output(

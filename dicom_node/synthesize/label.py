@@ -28,6 +28,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from dicom_node import __version__
 from dicom_node.dicom.attributes import number
 from dicom_node.dicom.body_parts import laterality_required
+from dicom_node.dicom.lossy import LossyHistory, lossy_history
 from dicom_node.dicom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -83,6 +84,9 @@ SIGNED_KEYWORDS: tuple[str | int, ...] = (
     "ImageComments",
     "ReferencedSeriesSequence",
     "RescaleType",
+    "LossyImageCompression",
+    "LossyImageCompressionMethod",
+    "LossyImageCompressionRatio",
 )
 """What the signature covers besides the overlay and the provenance block (whose tags
 are found per instance): the signature module's identity, marking and pixel attributes,
@@ -274,6 +278,16 @@ def _laterality(ds: Dataset, source: Dataset) -> None:
         ds.Laterality = source.get("Laterality", None)
 
 
+def _lossy_compression(ds: Dataset, lossy: LossyHistory) -> None:
+    """Lossy Image Compression as the sources had it (General Image Module, Type 3; once
+    "01", always "01"); the ratios only where they pair with the methods one to one."""
+    ds.LossyImageCompression = lossy.value
+    if lossy.methods:
+        ds.LossyImageCompressionMethod = list(lossy.methods)
+        if len(lossy.ratios) == len(lossy.methods):
+            ds.LossyImageCompressionRatio = list(lossy.ratios)
+
+
 def _modality_module(ds: Dataset, card: ModelCard, source: Dataset) -> None:
     if card.output.modality == "CT":
         ds.RescaleIntercept = 0
@@ -321,6 +335,10 @@ def build_series(
     referenced = _referenced_series(sources)
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     labels = _labels(card, first, marking, provenance, uncertainty_map)
+    lossy = lossy_history(h for source in sources for h in source.headers)
+    derivation = labels.derivation
+    if lossy is not None and lossy.value == "01":
+        derivation = f"{derivation}; {lossy.describe()}"[:1024]
     series_number = (number(first, "SeriesNumber") or 0) + marking.series_number_offset
     instances = []
     for k, header in enumerate(sources[0].headers):
@@ -350,7 +368,9 @@ def build_series(
         ds.ImageType = labels.image_type
         ds.BurnedInAnnotation = "YES" if marking.visible_mark == "burn_in" else "NO"
         ds.ImageComments = labels.comments
-        ds.DerivationDescription = labels.derivation
+        ds.DerivationDescription = derivation
+        if lossy is not None:
+            _lossy_compression(ds, lossy)
         ds.SourceImageSequence = _source_images(sources, k)
         ds.ReferencedSeriesSequence = referenced
         ds.ContributingEquipmentSequence = [equipment]
