@@ -210,6 +210,9 @@ def test_forcing_a_study_complete_routes_it_at_once(env: Env) -> None:
     assert {s["study_uid"]: s["state"] for s in listed} == {
         s.study_uid: "receiving" for s in env.studies
     }
+    assert env.get("/api/v1/studies", state="receiving").json() == listed
+    assert env.get("/api/v1/studies", state="routed").json() == []
+    assert env.get("/api/v1/studies", state="done").status_code == 422
     assert env.post(f"/api/v1/studies/{first}/complete", "reviewer").status_code == 403
     assert env.post(f"/api/v1/studies/{first}/complete", "viewer").status_code == 403
     unknown = env.post("/api/v1/studies/9.9.9/complete", "admin")
@@ -432,6 +435,9 @@ def test_resend_and_retry(env: Env) -> None:
         what="the resend delivered",
     )
     (delivery,) = env.get("/api/v1/outbox").json()
+    assert env.get("/api/v1/outbox", state="done").json() == [delivery]
+    assert env.get("/api/v1/outbox", state="parked").json() == []
+    assert env.get("/api/v1/outbox", state="lost").status_code == 422
     assert env.post(f"/api/v1/outbox/{delivery['id']}/retry", "reviewer").status_code == 403
     assert env.post("/api/v1/outbox/999999/retry", "admin").status_code == 404
     retried = env.post(f"/api/v1/outbox/{delivery['id']}/retry", "admin")

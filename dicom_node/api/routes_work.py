@@ -11,20 +11,22 @@ from dicom_node.api.auth import context
 from dicom_node.api.routes_outputs import Admin, Viewer
 from dicom_node.ops import outbox, studies
 from dicom_node.ops.jobs import list_jobs
-from storage.models import Delivery, JobState
+from storage.models import Delivery, DeliveryState, JobState, StudyState
 
 router = APIRouter(prefix="/api/v1")
 
 
 @router.get("/studies", tags=["studies"])
-def get_studies(request: Request, _user: Viewer) -> list[dict[str, Any]]:
-    """Every study, oldest first, with its series, the role each plays (or why none) and
-    the node's outputs among them."""
+def get_studies(
+    request: Request, _user: Viewer, state: StudyState | None = None
+) -> list[dict[str, Any]]:
+    """Every study, oldest first (``state`` keeps one state), with its series, the role
+    each plays (or why none) and the node's outputs among them."""
     ctx = context(request)
     config = ctx.config
     with ctx.db.session() as session:
         return studies.list_studies(
-            session, ctx.spool, config.series_roles, config.series_exclusions
+            session, ctx.spool, config.series_roles, config.series_exclusions, state
         )
 
 
@@ -76,12 +78,14 @@ def get_jobs(
 
 
 @router.get("/outbox", tags=["outbox"])
-def get_outbox(request: Request, _user: Viewer) -> list[dict[str, Any]]:
-    """Every delivery (output series × destination), oldest first, with its state,
-    attempts, next attempt and last error."""
+def get_outbox(
+    request: Request, _user: Viewer, state: DeliveryState | None = None
+) -> list[dict[str, Any]]:
+    """Every delivery (output series × destination), oldest first (``state`` keeps one
+    state, e.g. ``parked``), with its state, attempts, next attempt and last error."""
     ctx = context(request)
     with ctx.db.session() as session:
-        return outbox.list_deliveries(session)
+        return outbox.list_deliveries(session, state)
 
 
 def _delivery(session: Session, delivery_id: int) -> Delivery:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from dicom_node.dispatch.outbox import queue_deliveries, record_event
 from dicom_node.ops.review import decision
-from storage.models import Delivery, OutputSeries, OutputState
+from storage.models import Delivery, DeliveryState, OutputSeries, OutputState
 from storage.queue import reset_delivery
 
 RESENDABLE = (OutputState.RELEASED, OutputState.DELIVERED)
@@ -24,12 +24,13 @@ class ResendRefused(ValueError):
     """The series cannot be sent again; the message says why."""
 
 
-def list_deliveries(session: Session) -> list[dict[str, Any]]:
-    """Every delivery with its output series and the review decision on it, oldest
-    first."""
-    rows = session.execute(
-        select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
-    ).all()
+def list_deliveries(session: Session, state: DeliveryState | None = None) -> list[dict[str, Any]]:
+    """Every delivery (or those in ``state``) with its output series and the review
+    decision on it, oldest first."""
+    query = select(Delivery, OutputSeries).join(OutputSeries).order_by(Delivery.id)
+    if state is not None:
+        query = query.where(Delivery.state == state)
+    rows = session.execute(query).all()
     return [
         {
             "id": d.id,

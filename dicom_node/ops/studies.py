@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from dicom_node.ops.jobs import job_row
@@ -26,8 +26,10 @@ def list_studies(
     spool: Spool,
     roles: Mapping[str, RoleRules],
     exclusions: Mapping[str, RoleRules],
+    state: StudyState | None = None,
 ) -> list[dict[str, Any]]:
-    """Every study, oldest first, with its series in Series Number order. A series' roles
+    """Every study (or those in ``state``), oldest first, with its series in Series
+    Number order. A series' roles
     come from its headers in the spool and the configured rules, exactly as routing
     would find them today (``roles explain`` says why); ``ignored`` names why a series
     plays none (synthetic, excluded, no role matches, not an image series, unreadable)."""
@@ -36,8 +38,13 @@ def list_studies(
     counts = {series_id: count for series_id, count in session.execute(per_series)}
     return [
         _study_row(session, spool, roles, exclusions, study, outputs, counts)
-        for study in session.scalars(select(Study).order_by(Study.id))
+        for study in session.scalars(_studies(state))
     ]
+
+
+def _studies(state: StudyState | None) -> Select[Study]:
+    query = select(Study).order_by(Study.id)
+    return query if state is None else query.where(Study.state == state)
 
 
 def study_detail(
