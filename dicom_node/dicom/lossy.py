@@ -51,9 +51,7 @@ class LossyHistory:
     ratios: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """A phrase for the Derivation Description."""
-        if self.value == "00":
-            return "inputs never lossy compressed"
+        """A phrase for the Derivation Description of an output from lossy sources."""
         how = ", ".join(self.methods) or "method not stated"
         if self.ratios:
             how += f", ratio {'/'.join(self.ratios)}:1"
@@ -64,15 +62,15 @@ def _irreversible_code_stream(ds: Dataset) -> bool:
     """The first frame's JPEG 2000 COD marker names the 9-7 irreversible wavelet."""
     try:
         frames = generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1)))
-        fragment = next(frames)
+        frame = next(frames)
     except (StopIteration, ValueError, TypeError, AttributeError):
         return False
-    start = fragment.find(_SOC)
-    cod = fragment.find(_COD, start) if start >= 0 else -1
+    start = frame.find(_SOC)
+    cod = frame.find(_COD, start) if start >= 0 else -1
     # COD (ISO/IEC 15444-1 A.6.1): marker (2), Lcod (2), Scod (1), SGcod (4), then SPcod:
     # levels, code-block width, height, style (4), and the transformation byte.
     at = cod + 2 + 2 + 1 + 4 + 4
-    return cod >= 0 and len(fragment) > at and fragment[at] == _IRREVERSIBLE_9_7
+    return cod >= 0 and len(frame) > at and frame[at] == _IRREVERSIBLE_9_7
 
 
 def _lossy_method(ds: Dataset) -> str | None:

@@ -29,10 +29,10 @@ def list_studies(
     state: StudyState | None = None,
 ) -> list[dict[str, Any]]:
     """Every study (or those in ``state``), oldest first, with its series in Series
-    Number order. A series' roles
-    come from its headers in the spool and the configured rules, exactly as routing
-    would find them today (``roles explain`` says why); ``ignored`` names why a series
-    plays none (synthetic, excluded, no role matches, not an image series, unreadable)."""
+    Number order. A series' roles come from its headers in the spool and the configured
+    rules, exactly as routing would find them today (``roles explain`` says why);
+    ``ignored`` names why a series plays none (synthetic, excluded, no role matches, not
+    an image series, unreadable)."""
     outputs = {o.series_uid: o for o in session.scalars(select(OutputSeries))}
     per_series = select(Instance.series_id, func.count(Instance.id)).group_by(Instance.series_id)
     counts = {series_id: count for series_id, count in session.execute(per_series)}
