@@ -225,6 +225,7 @@ def test_an_approval_names_the_version_shown(client: TestClient, ctx: WebContext
     csrf = sign_in(client, "rita")
     page = client.get(f"/studies/{STUDY_UID}").text
     version = _hidden(page, "version")
+    assert "held for review at 20" in page and f"version {version}" not in page
     stale = {"csrf": csrf, "version": str(int(version) + 1)}
     approve = f"/outputs/{_output_id(ctx)}/approve"
     assert client.post(approve, data=stale).status_code == 409

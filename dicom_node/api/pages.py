@@ -56,12 +56,14 @@ def study_page(request: Request, user: Page, study_uid: str) -> HTMLResponse:
         study["header"] = study_headers(session).get(study_uid, {})
         modality = {s["series_uid"]: s["modality"] for s in study["series"]}
         queue = review.review_queue(session, ctx.clock())
-        versions = {r["series_uid"]: r["version"] for r in queue}
+        held = {r["series_uid"]: r for r in queue}
         outputs = []
         for output in study_outputs(session, study_uid):
             item = output_item(session, output, ctx.spool)
             item["provenance"] = output.provenance
-            item["version"] = versions.get(output.series_uid)
+            hold = held.get(output.series_uid, {})
+            item["version"] = hold.get("version")
+            item["held_since"] = hold.get("awaiting_since")
             item["windows"] = list(CT_WINDOWS) if modality.get(output.series_uid) == "CT" else []
             item["evidence"] = evidence(request, session, output)
             outputs.append(item)
