@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from storage.models import Delivery, DeliveryState, Job, JobState, OutputSeries, OutputState
 
@@ -117,9 +117,23 @@ def finish(session: Session, table: Claimed, row_id: int, claim: str, **values: 
 
 
 def claim_job(session: Session, worker: str, now: datetime, lease: timedelta) -> Job | None:
+    """The oldest pending job that no older unfinished job of the same study and model
+    comes before, claimed for ``worker``. Jobs of one study and model write the same
+    output series when its inputs grew (same series UID, new instances), so they run one
+    after the other, in the order the study grew: two workers never write one series at
+    once, and the last version written is the whole study's."""
+    earlier = aliased(Job)
     job = session.scalars(
         select(Job)
-        .where(Job.state == JobState.PENDING)
+        .where(
+            Job.state == JobState.PENDING,
+            ~exists().where(
+                earlier.study_id == Job.study_id,
+                earlier.model_id == Job.model_id,
+                earlier.id < Job.id,
+                earlier.state.in_((JobState.PENDING, JobState.RUNNING)),
+            ),
+        )
         .order_by(Job.id)
         .limit(1)
         .with_for_update(skip_locked=True)

@@ -74,18 +74,19 @@ def test_concurrent_associations_index_one_new_study_without_conflict(
         assert session.scalar(select(func.count(Instance.id))) == 200
 
 
-def test_skip_locked_hands_each_job_to_exactly_one_worker(postgres_database: Database) -> None:
+def _pending_jobs(database: Database, models: list[str]) -> None:
+    """One pending job per entry of ``models``, all of one study."""
     now = datetime.now(UTC)
-    with postgres_database.connection() as conn:
+    with database.connection() as conn:
         record_instance(conn, _instance("9.8.7", "9.8.7.6", "9.8.7.6.5"))
-    with postgres_database.session() as session:
+    with database.session() as session:
         study = session.scalar(select(Study))
         assert study is not None
-        for n in range(40):
+        for n, model in enumerate(models):
             session.add(
                 Job(
                     study_id=study.id,
-                    model_id="m",
+                    model_id=model,
                     model_version="1",
                     input_series=["9.8.7.6"],
                     fingerprint=f"{n:064d}",
@@ -96,24 +97,43 @@ def test_skip_locked_hands_each_job_to_exactly_one_worker(postgres_database: Dat
                     updated_at=now,
                 )
             )
+
+
+def _claim_all(database: Database, workers: int) -> list[int]:
+    """What ``workers`` threads claim, each until nothing is left to claim."""
     claimed: list[int] = []
     lock = threading.Lock()
 
     def work(name: str) -> None:
         while True:
-            with postgres_database.session() as session:
+            with database.session() as session:
                 job = claim_job(session, name, datetime.now(UTC), timedelta(minutes=5))
                 if job is None:
                     return
                 with lock:
                     claimed.append(job.id)
 
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return claimed
+
+
+def test_skip_locked_hands_each_job_to_exactly_one_worker(postgres_database: Database) -> None:
+    _pending_jobs(postgres_database, [f"m{n}" for n in range(40)])
+    claimed = _claim_all(postgres_database, 6)
     assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
+
+
+def test_racing_workers_run_one_study_and_models_jobs_one_at_a_time(
+    postgres_database: Database,
+) -> None:
+    _pending_jobs(postgres_database, ["m"] * 10 + ["other"])
+    with postgres_database.session() as session:
+        ids = {j.model_id: j.id for j in session.scalars(select(Job).order_by(Job.id.desc()))}
+    assert sorted(_claim_all(postgres_database, 6)) == [ids["m"], ids["other"]]
 
 
 def test_node_on_postgres_synthesizes_and_delivers(

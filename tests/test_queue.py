@@ -1,6 +1,6 @@
-"""Releasing the work of dead workers: a process that claimed a job or a delivery and died
-is told from a living one — also when another process, or a restarted node in a fresh
-container, now has its PID."""
+"""Claiming and releasing work: jobs that write one output series run one after the
+other; a process that claimed a job or a delivery and died is told from a living one —
+also when another process, or a restarted node in a fresh container, now has its PID."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from storage.database import Database
 from storage.models import Job, JobState, Study, StudyState
-from storage.queue import incarnation, release_abandoned, worker_name
+from storage.queue import claim_job, incarnation, release_abandoned, worker_name
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,50 @@ def _running_job(db: Database, worker: str) -> int:
         session.add(job)
         session.flush()
         return job.id
+
+
+def _pending_job(db: Database, model: str) -> int:
+    with db.session() as session:
+        job = Job(
+            study_id=1,
+            model_id=model,
+            model_version="1",
+            input_series=["1.2.3.4"],
+            fingerprint=uuid.uuid4().hex,
+            send_to=[],
+            state=JobState.PENDING,
+            attempts=0,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _claim(db: Database) -> int | None:
+    with db.session() as session:
+        job = claim_job(session, "w", NOW, timedelta(minutes=5))
+        return job.id if job else None
+
+
+def _end(db: Database, job_id: int, state: JobState) -> None:
+    with db.session() as session:
+        session.get_one(Job, job_id).state = state
+
+
+def test_a_study_models_later_job_waits_until_the_earlier_one_has_ended(db: Database) -> None:
+    """Both write the same output series (the study grew between them): run at once,
+    the partial version could be written after the whole one."""
+    first, second, third = (_pending_job(db, "m") for _ in range(3))
+    other = _pending_job(db, "other-model")
+    assert _claim(db) == first
+    assert _claim(db) == other, "another model's job of the study does not wait"
+    assert _claim(db) is None, "the second job waits while the first runs"
+    _end(db, first, JobState.DONE)
+    assert _claim(db) == second
+    _end(db, second, JobState.FAILED)
+    assert _claim(db) == third, "a failed job holds nothing up"
 
 
 def _state(db: Database, job_id: int) -> JobState:
