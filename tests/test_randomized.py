@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.training.randomized import random_geometry, simulate_randomized
+from inference.training.randomized import (
+    flair_sequence,
+    random_geometry,
+    simulate_randomized,
+    varied_tissues,
+)
 from inference.training.simulate import Subject, draw_anatomy
+from inference.training.tissues import TISSUES
 
 SEEDS = range(3000, 3004)
 
@@ -91,3 +97,36 @@ def test_skulls_span_three_to_ten_millimetres() -> None:
         head = draw_anatomy(rng).head
         totals.append(head.inner_table + head.diploe + head.outer_table)
     assert 3.0 <= min(totals) < 4.0 and 9.0 < max(totals) <= 10.0
+
+
+def test_drawn_tissues_vary_widely_and_keep_grey_matter_slower_than_white() -> None:
+    rng = np.random.default_rng(2)
+    drawn = [varied_tissues(rng, TISSUES) for _ in range(200)]
+    grey_t1 = np.array([t["gm"].t1_ms for t in drawn])
+    assert grey_t1.max() / grey_t1.min() > 1.6
+    assert all(t["gm"].t1_ms > t["wm"].t1_ms and t["gm"].t2_ms > t["wm"].t2_ms for t in drawn)
+    assert all(t["cortical"] == TISSUES["cortical"] for t in drawn)
+
+
+def test_the_flair_protocol_nulls_the_subjects_own_csf() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        tissues = varied_tissues(rng, TISSUES)
+        sequence = flair_sequence(tissues)
+        assert sequence.signal(tissues["csf"]) < 1e-6
+        assert sequence.signal(tissues["wm"]) > 0.05
+
+
+@pytest.fixture(scope="module")
+def physical() -> list[Subject]:
+    return [simulate_randomized(seed, physical=True) for seed in (3000, 3001)]
+
+
+def test_a_physical_subjects_flair_follows_its_own_tissues(physical: list[Subject]) -> None:
+    ratios = []
+    for s in physical:
+        flair = s.images["FLAIR"].array
+        wm = flair[_pure(s, "wm")].mean()
+        assert flair[_pure(s, "csf") & s.brain].mean() < 0.1 * wm, s.seed
+        ratios.append(flair[_pure(s, "gm")].mean() / wm)
+    assert max(ratios) - min(ratios) > 0.3, ratios

@@ -14,6 +14,7 @@ artefacts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -67,6 +68,21 @@ WHOLE_HEAD_MM = 150.0
 PHYSICAL_SHARE = 0.4
 """Share of subjects whose input contrast comes from a signal equation with random
 timings rather than from the intensity ranges."""
+
+RELAXATION_SPREAD: Mapping[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "gm": ((0.75, 1.3), (0.8, 1.25)),
+    "wm": ((0.75, 1.3), (0.8, 1.25)),
+    "csf": ((0.85, 1.15), (0.7, 1.3)),
+    "lesion": ((0.75, 1.4), (0.6, 1.8)),
+    "marrow": ((0.8, 1.25), (0.8, 1.25)),
+    "fat": ((0.8, 1.25), (0.8, 1.25)),
+    "skin": ((0.8, 1.25), (0.8, 1.25)),
+    "muscle": ((0.8, 1.25), (0.8, 1.25)),
+}
+"""Factors on T1 and on T2 that each tissue draws apart from the others in a subject of
+physical contrast (:func:`varied_tissues`): brain tissues differ between field
+strengths, ages and people by a quarter or more, lesions by far more; cortical bone and
+air have no MR signal to vary."""
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -160,6 +176,13 @@ def _physical_sequence(rng: np.random.Generator, role: str) -> Sequence:
     )
 
 
+def _physical_signals(
+    rng: np.random.Generator, role: str, tissues: Mapping[str, Tissue]
+) -> dict[str, float]:
+    sequence = _physical_sequence(rng, role)
+    return {name: sequence.signal(t) for name, t in tissues.items()}
+
+
 def _tissue_signals(
     rng: np.random.Generator, role: str, tissues: Mapping[str, Tissue]
 ) -> dict[str, float]:
@@ -173,6 +196,35 @@ def _tissue_signals(
         sequence = _physical_sequence(rng, role)
         return {name: sequence.signal(t) for name, t in spread.items()}
     return t1_intensities(rng) if role == "T1" else t2_intensities(rng)
+
+
+def varied_tissues(rng: np.random.Generator, tissues: Mapping[str, Tissue]) -> dict[str, Tissue]:
+    """The subject's tissues with relaxation times drawn wide, each tissue apart
+    (:data:`RELAXATION_SPREAD`), and proton densities within ±10 %; grey matter keeps a
+    longer T1 and T2 than white matter, as it has in every adult brain."""
+    out = dict(tissues)
+    for name, ((t1_low, t1_high), (t2_low, t2_high)) in RELAXATION_SPREAD.items():
+        t = tissues[name]
+        out[name] = replace(
+            t,
+            t1_ms=t.t1_ms * rng.uniform(t1_low, t1_high),
+            t2_ms=t.t2_ms * rng.uniform(t2_low, t2_high),
+            pd=t.pd * rng.uniform(0.9, 1.1) if name != "csf" else t.pd,
+        )
+    grey, white = out["gm"], out["wm"]
+    out["wm"] = replace(
+        white, t1_ms=min(white.t1_ms, grey.t1_ms / 1.1), t2_ms=min(white.t2_ms, grey.t2_ms / 1.05)
+    )
+    return out
+
+
+def flair_sequence(tissues: Mapping[str, Tissue]) -> Sequence:
+    """The canonical FLAIR protocol with its inversion time at these tissues' CSF null,
+    as a site sets its protocol: CSF is dark on every FLAIR, whatever its T1."""
+    canonical = SEQUENCES["FLAIR"]
+    csf_t1 = tissues["csf"].t1_ms
+    null = csf_t1 * math.log(2.0 / (1.0 + math.exp(-canonical.tr_ms / csf_t1)))
+    return replace(canonical, ti_ms=null)
 
 
 def _curve(rng: np.random.Generator, image: FloatArray) -> FloatArray:
@@ -215,26 +267,42 @@ def random_mr(
     return (magnitude * np.float32(gain)).astype(np.float32)
 
 
-def simulate_randomized(seed: int, whole_head: bool = False) -> Subject:
+def simulate_randomized(seed: int, whole_head: bool = False, physical: bool = False) -> Subject:
     """The domain-randomised subject of ``seed``: T1w and T2w with random contrast and
     scanner on a random grid (a training slab, or the ``whole_head``), and on the same
     grid the targets: CT in HU, and the FLAIR the same session would have acquired (the
     canonical inversion-recovery contrast of the subject's tissues under the coil bias
-    the inputs share, without noise)."""
+    the inputs share, without noise).
+
+    ``physical``: the subject's tissues are drawn wide (:func:`varied_tissues`) and both
+    inputs and the FLAIR are their signal equations' images of those tissues, so that
+    the FLAIR is a function of what the T1w and T2w show, not of which tissue a voxel
+    belongs to (otherwise the inputs' contrast is drawn apart from the FLAIR's)."""
     rng = np.random.default_rng(seed)
     anatomy = draw_anatomy(rng)
     geometry = random_geometry(rng, whole_head)
     depths = int(np.clip(np.ceil(geometry.spacing[0] / 1.5), 2, 4))
     fractions, inside, centres = anatomy.sample(geometry, depths)
     bias = coil_bias(rng, centres)
-    images = {
-        role: Volume(
-            random_mr(fractions, _tissue_signals(rng, role, anatomy.tissues), bias, rng),
-            geometry,
-        )
-        for role in ("T1", "T2")
-    }
-    flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
+    if physical:
+        tissues = varied_tissues(rng, anatomy.tissues)
+        images = {
+            role: Volume(
+                random_mr(fractions, _physical_signals(rng, role, tissues), bias, rng),
+                geometry,
+            )
+            for role in ("T1", "T2")
+        }
+        flair = clean_mr(fractions, flair_sequence(tissues), tissues) * bias
+    else:
+        images = {
+            role: Volume(
+                random_mr(fractions, _tissue_signals(rng, role, anatomy.tissues), bias, rng),
+                geometry,
+            )
+            for role in ("T1", "T2")
+        }
+        flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
     images["FLAIR"] = Volume(flair, geometry)
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
     return subject_from(seed, geometry, images, fractions, inside, anatomy.tissues, bias, flair)

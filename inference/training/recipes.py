@@ -55,6 +55,9 @@ class Recipe:
     schedule: Schedule
     acquisition: Acquisition | None = None
     """A fixed grid and the canonical contrasts; ``None``: domain-randomised subjects."""
+    physical_contrast: bool = False
+    """Domain-randomised subjects whose inputs and targets are all signal equations of
+    one set of widely drawn tissues (``randomized.simulate_randomized(physical=True)``)."""
 
     @property
     def name(self) -> str:
@@ -63,7 +66,7 @@ class Recipe:
     def simulate(self, seed: int) -> Subject:
         """The training subject of ``seed``."""
         if self.acquisition is None:
-            return simulate_randomized(seed)
+            return simulate_randomized(seed, physical=self.physical_contrast)
         return simulate_subject(seed, self.acquisition)
 
     def truth(self, subject: Truth) -> FloatArray:
@@ -131,6 +134,13 @@ _SIMULATED = (
     "inputs scaled by the "
     "99th percentile of the foreground (voxels above the Otsu threshold)"
 )
+_PHYSICAL = (
+    "; in place of that input contrast, inputs and FLAIR from one set of tissues per "
+    "subject, relaxation times drawn wide and each tissue apart (grey and white matter "
+    "T1 0.75-1.3 and T2 0.8-1.25 times typical, lesions T1 0.75-1.4 and T2 0.6-1.8 "
+    "times), T1w by spin-echo or inversion-recovery and T2w by spin-echo equations with "
+    "random timings, FLAIR with its inversion time at the subject's CSF null"
+)
 _USE = (
     "Research and demonstration of the dicom-node pipeline. Trained on simulated heads "
     "only; not validated on patients: not for diagnosis, treatment planning or dose "
@@ -163,7 +173,7 @@ SCT = Recipe(
 FLAIR = Recipe(
     card=ModelCard(
         id="mr-t1t2-to-flair",
-        version="2.2.0",
+        version="2.3.0",
         inputs=(
             InputSpec(role="T1", normalization=_MR_INPUT),
             InputSpec(role="T2", normalization=_MR_INPUT),
@@ -180,10 +190,11 @@ FLAIR = Recipe(
         max_obliquity_degrees=MAX_OBLIQUITY_DEGREES,
         tile_multiple=UNetConfig(6).tile_multiple,
         intended_use="The missing FLAIR of a brain MR study from its T1w and T2w series. " + _USE,
-        training_data=_SIMULATED,
+        training_data=_SIMULATED + _PHYSICAL,
     ),
     network=UNetConfig(in_channels=6),
     schedule=Schedule(),
+    physical_contrast=True,
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (SCT, FLAIR)}
