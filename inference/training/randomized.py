@@ -286,23 +286,15 @@ def simulate_randomized(seed: int, whole_head: bool = False, physical: bool = Fa
     bias = coil_bias(rng, centres)
     if physical:
         tissues = varied_tissues(rng, anatomy.tissues)
-        images = {
-            role: Volume(
-                random_mr(fractions, _physical_signals(rng, role, tissues), bias, rng),
-                geometry,
-            )
-            for role in ("T1", "T2")
-        }
-        flair = clean_mr(fractions, flair_sequence(tissues), tissues) * bias
+        signals, flair_protocol = _physical_signals, flair_sequence(tissues)
     else:
-        images = {
-            role: Volume(
-                random_mr(fractions, _tissue_signals(rng, role, anatomy.tissues), bias, rng),
-                geometry,
-            )
-            for role in ("T1", "T2")
-        }
-        flair = clean_mr(fractions, SEQUENCES["FLAIR"], anatomy.tissues) * bias
+        tissues = anatomy.tissues
+        signals, flair_protocol = _tissue_signals, SEQUENCES["FLAIR"]
+    images = {
+        role: Volume(random_mr(fractions, signals(rng, role, tissues), bias, rng), geometry)
+        for role in ("T1", "T2")
+    }
+    flair = clean_mr(fractions, flair_protocol, tissues) * bias
     images["FLAIR"] = Volume(flair, geometry)
     images["CT"] = Volume(ct_image(fractions, anatomy.tissues, rng), geometry)
     return subject_from(seed, geometry, images, fractions, inside, anatomy.tissues, bias, flair)
