@@ -321,3 +321,18 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship()
+
+
+class SignInFailure(Base):
+    """A failed dashboard sign-in: what ``api.throttle`` counts, in the database so that
+    every node behind one load balancer, and a restarted one, counts the same."""
+
+    __tablename__ = "sign_in_failure"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(64))
+    """Lower-cased: ``Rita`` and ``rita`` are one guess target."""
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    __table_args__ = (Index("ix_sign_in_failure_pair", "address", "user_name"),)

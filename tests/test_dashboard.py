@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import write_config
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dicom_node.api.app import create_app
 from dicom_node.api.auth import SESSION_COOKIE
@@ -32,6 +33,7 @@ from storage.models import (
     OutputState,
     Role,
     Series,
+    SignInFailure,
     Study,
     StudyState,
 )
@@ -308,3 +310,38 @@ def test_repeated_failed_sign_ins_are_refused_for_a_while_then_the_right_passwor
     assert held.status_code == 429 and "Too many failed sign-ins" in held.text
     data = {"username": "vera", "password": PASSWORD, "csrf": _hidden(held.text, "csrf")}
     assert client.post("/login", data=data).status_code == 303
+
+
+def test_failed_sign_ins_count_on_every_node_of_one_database_until_the_window_passes(
+    ctx: WebContext,
+) -> None:
+    """Behind a load balancer a guesser meets several nodes, and a node restarts: the
+    failures are counted in the database, so three on one node and two on another hold
+    the pair on both, and a new process still holds it; fifteen minutes after the oldest
+    failure the right password gets in again."""
+
+    def attempt(c: TestClient, password: str) -> int:
+        """A wrong password typed as "Rita", the right one as "rita": one pair."""
+        page = c.get("/login").text
+        name = "rita" if password == PASSWORD else "Rita"
+        data = {"username": name, "password": password, "csrf": _hidden(page, "csrf")}
+        return c.post("/login", data=data).status_code
+
+    now = [NOW]
+    moving = replace(ctx, clock=lambda: now[0])
+    with (
+        TestClient(create_app(moving), follow_redirects=False) as one,
+        TestClient(create_app(moving), follow_redirects=False) as two,
+    ):
+        assert [attempt(one, "x") for _ in range(3)] == [401] * 3
+        now[0] += timedelta(minutes=5)
+        assert [attempt(two, "y") for _ in range(2)] == [401] * 2
+        assert attempt(one, PASSWORD) == attempt(two, PASSWORD) == 429
+    with TestClient(create_app(moving), follow_redirects=False) as restarted:
+        now[0] += timedelta(minutes=9)
+        assert attempt(restarted, PASSWORD) == 429
+        now[0] += timedelta(minutes=1, seconds=1)
+        assert attempt(restarted, "z") == 401, "the first three left the window"
+        assert attempt(restarted, PASSWORD) == 303
+    with ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(SignInFailure)) == 0

@@ -32,7 +32,7 @@ def test_start_up_migrates_an_empty_database_once_and_records_the_revision(tmp_p
     Database(f"sqlite:///{path}").dispose()
     Database(f"sqlite:///{path}").dispose()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -105,7 +105,7 @@ def test_a_database_of_revision_0001_is_upgraded_keeping_its_running_work(tmp_pa
 
     db = Database(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
     with db.session() as session:
         assert release_abandoned(session, datetime(2026, 1, 1, 12, 16, tzinfo=UTC), 3, 10) == (
             1,

@@ -31,7 +31,7 @@ def test_migrations_build_exactly_the_models_schema_on_postgres(
 ) -> None:
     with postgres_database.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0004",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [("0005",)]
 
 
 def _instance(study: str, series: str, sop: str) -> ReceivedInstance:

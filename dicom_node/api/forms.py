@@ -77,19 +77,20 @@ def login(
     ctx = context(request)
     throttle: SignInThrottle = request.app.state.sign_in_throttle
     address = request.client.host if request.client else ""
-    wait_s = throttle.wait_s(address, username)
-    if wait_s > 0:
-        minutes = max(1, round(wait_s / 60))
-        error = f"Too many failed sign-ins for this user name: try again in {minutes} min."
-        return _login_page(request, safe_next(next), error, 429)
     hours = ctx.config.api.session_hours
+    now = ctx.clock()
     with ctx.db.session() as session:
+        wait = throttle.wait(session, address, username, now)
+        if wait > timedelta(0):
+            minutes = max(1, round(wait.total_seconds() / 60))
+            error = f"Too many failed sign-ins for this user name: try again in {minutes} min."
+            return _login_page(request, safe_next(next), error, 429)
         principal = check_password(session, username, password)
         if principal is None:
-            throttle.failed(address, username)
+            throttle.failed(session, address, username, now)
             return _login_page(request, safe_next(next), "Wrong user name or password.", 401)
-        throttle.succeeded(address, username)
-        secret, _ = open_session(session, principal, ctx.clock(), timedelta(hours=hours))
+        throttle.succeeded(session, address, username)
+        secret, _ = open_session(session, principal, now, timedelta(hours=hours))
     request.state.principal = principal
     response = back(safe_next(next))
     set_session_cookie(response, secret, timedelta(hours=hours), _secure(request))
