@@ -293,6 +293,30 @@ def test_an_admin_forces_completion_and_echoes_a_destination(
     assert "failed" in page and "no association" in page
 
 
+def test_every_table_header_says_what_it_heads_to_a_screen_reader(
+    client: TestClient, ctx: WebContext
+) -> None:
+    """Column headers carry ``scope="col"`` (row headers ``scope="row"``) and a name,
+    an action column's name hidden from sight but not from assistive technology."""
+    csrf = sign_in(client, "adam")
+    pages = ["/", f"/studies/{STUDY_UID}", "/review", "/models", "/destinations"]
+    version = _hidden(client.get(pages[1]).text, "version")
+    approve = {"csrf": csrf, "version": version, "comment": "fine"}
+    pages.append("/outbox")
+    headers = []
+    for path in pages:
+        if path == "/outbox":
+            assert client.post(f"/outputs/{_output_id(ctx)}/approve", data=approve).is_redirect
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert path != "/outbox" or 'id="deliveries"' in page.text
+        headers += [(path, *h) for h in re.findall(r"<th(\s[^>]*)?>(.*?)</th>", page.text, re.S)]
+    assert len(headers) > 30
+    for path, attributes, content in headers:
+        assert re.search(r'scope="(col|row)"', attributes), (path, attributes, content)
+        assert re.sub(r"<[^>]+>", "", content).strip(), (path, "a header without a name")
+
+
 def test_repeated_failed_sign_ins_are_refused_for_a_while_then_the_right_password_is_too(
     client: TestClient,
 ) -> None:
