@@ -18,7 +18,7 @@ from dicom_node.dicom.lossy import LossyHistory, lossy_history
 from dicom_node.evidence.keys import Signer, create_self_signed
 from dicom_node.evidence.verify import verify_file
 from dicom_node.synthesize.label import Marking
-from factories import StudySpec, axial_series, ramp_pixels, write_series
+from factories import StudySpec, axial_series, enhanced_mr, ramp_pixels, write_series
 from peers import dciodvfy_errors
 
 SLICES = 4
@@ -91,6 +91,28 @@ def test_jpeg_2000_is_lossy_when_its_code_stream_uses_the_irreversible_wavelet(
     lossless, _ = _series(tmp_path / "lossless", "lossless")
     assert lossy_history(pydicom.dcmread(p) for p in lossy) == LossyHistory("01", ("ISO_15444_1",))
     assert lossy_history(pydicom.dcmread(p) for p in lossless) is None
+
+
+def test_a_multi_frame_source_compressed_lossy_unstated_is_found_by_its_code_stream(
+    tmp_path: Path,
+) -> None:
+    """An Enhanced MR compressed to JPEG 2000 at 20:1 by a sender that set nothing: each
+    frame's header lacks the Pixel Data the code stream is in, so the split states what
+    the object's code stream implies, and the output says "01"; the same object
+    compressed reversibly claims nothing."""
+    classic = axial_series(StudySpec(), ramp_pixels(SLICES, 64, 64), spacing=(3.0, 1.0, 1.0))
+    outputs = {}
+    compressions = (("lossy", JPEG2000, {"j2k_cr": [20]}), ("lossless", JPEG2000Lossless, {}))
+    for kind, syntax, options in compressions:
+        enhanced = enhanced_mr(classic)
+        enhanced.compress(syntax, **options)
+        assert "LossyImageCompression" not in enhanced
+        path = tmp_path / f"{kind}.dcm"
+        enhanced.save_as(path, enforce_file_format=True)
+        outputs[kind] = synthetic_series([path], str(enhanced.SeriesInstanceUID))
+    assert all(ds.LossyImageCompression == "01" for ds in outputs["lossy"])
+    assert all(ds.LossyImageCompressionMethod == "ISO_15444_1" for ds in outputs["lossy"])
+    assert not any("LossyImageCompression" in ds for ds in outputs["lossless"])
 
 
 @pytest.mark.parametrize("output_format", ["classic", "enhanced"])

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from dicom_node.dicom.lossy import state_implied_history
 from dicom_node.dicom.sop_classes import ENHANCED_SOP_CLASSES
 
 SHARED = "SharedFunctionalGroupsSequence"
@@ -138,6 +139,7 @@ def split(ds: Dataset) -> list[Frame]:
     base = Dataset()
     base.update({e.tag: e for e in ds if int(e.tag) not in _MULTI_FRAME_ONLY})
     base.file_meta = ds.file_meta
+    state_implied_history(ds, base)
     out, keys = [], []
     for number, item in enumerate(per_frame, start=1):
         groups = (item, shared)

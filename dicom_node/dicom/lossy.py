@@ -73,8 +73,9 @@ def _irreversible_code_stream(ds: Dataset) -> bool:
     return cod >= 0 and len(frame) > at and frame[at] == _IRREVERSIBLE_9_7
 
 
-def _lossy_method(ds: Dataset) -> str | None:
-    """The method a lossy transfer syntax or code stream implies; None if it implies none."""
+def implied_method(ds: Dataset) -> str | None:
+    """The method a lossy transfer syntax or code stream implies; None if it implies none
+    (or ``ds`` holds no Pixel Data to tell)."""
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if syntax in LOSSY_BY_DEFINITION:
@@ -103,6 +104,19 @@ def _ratios(ds: Dataset) -> list[str]:
     return out
 
 
+def state_implied_history(source: Dataset, header: Dataset) -> None:
+    """Writes into ``header``, made from ``source`` without its Pixel Data (a frame's
+    header), the Lossy Image Compression "01" and method that ``source``'s code stream
+    implies and may not state, so that :func:`lossy_history` of the header finds it."""
+    method = implied_method(source)
+    if method is None:
+        return
+    header.add_new("LossyImageCompression", "CS", "01")
+    stated = _values(source, "LossyImageCompressionMethod")
+    if method not in stated:
+        header.add_new("LossyImageCompressionMethod", "CS", [*stated, method])
+
+
 def lossy_history(headers: Iterable[Dataset]) -> LossyHistory | None:
     """The history the output inherits from the source ``headers``; None when unknown
     (no source lossy, not every source stating "00")."""
@@ -114,7 +128,7 @@ def lossy_history(headers: Iterable[Dataset]) -> LossyHistory | None:
     for ds in headers:
         seen = True
         stated = str(ds.get("LossyImageCompression", "") or "")
-        implied = _lossy_method(ds)
+        implied = implied_method(ds)
         if stated == "01" or implied is not None:
             lossy = True
             methods.update(dict.fromkeys(_values(ds, "LossyImageCompressionMethod")))
