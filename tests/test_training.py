@@ -110,11 +110,36 @@ def test_subjects_on_another_grid_are_brought_to_the_card_spacing_with_their_tar
 def test_crops_stay_inside_the_slices_and_centre_on_the_head() -> None:
     data = build_slices(tiny(SCT), [1000])
     sampler = CropSampler(data, 32, np.random.default_rng(0))
-    x, y = sampler.batch(16)
-    assert x.shape == (16, 3, 32, 32) and y.shape == (16, 1, 32, 32)
+    x, y, w = sampler.batch(16)
+    assert x.shape == (16, 3, 32, 32) and y.shape == w.shape == (16, 1, 32, 32)
+    assert (w == 1).all(), "the sCT recipe weighs every voxel alike"
     assert (y * 1000 > -900).any(axis=(1, 2, 3)).all(), "every crop shows some head"
     with pytest.raises(ValueError, match="larger than the slices"):
         CropSampler(data, 128, np.random.default_rng(0))
+
+
+def test_white_matter_lesions_count_as_the_recipe_says_in_the_loss() -> None:
+    """A FLAIR is read for its lesions, a thousandth of a head: the FLAIR recipe makes
+    a lesion voxel count ``lesion_weight`` times any other, in proportion to its share."""
+    assert FLAIR.schedule.lesion_weight > 1
+    recipe = tiny(FLAIR).with_schedule(lesion_weight=30.0, batch=16)
+    data = build_slices(recipe, [1002])
+    (examples,) = data.subjects
+    subject = simulate_subject(1002, SMALL)
+    lesion = subject.fractions["lesion"]
+    weight = examples.weight.astype(np.float32)
+    assert weight.shape == examples.target.shape
+    assert weight[lesion == 0].max() == 1.0
+    assert weight[lesion > 0.9].min() > 27
+    np.testing.assert_allclose(weight, 1 + 29 * lesion, atol=0.02)
+    _, _, w = CropSampler(data, 32, np.random.default_rng(0)).batch(64)
+    assert w.max() > 20 and (w >= 1).all()
+    assert (w.max(axis=(1, 2, 3)) == 1).mean() > 0.5, "most crops of the head miss the lesions"
+    _, _, w = CropSampler(data, 32, np.random.default_rng(0), lesion_crops=1.0).batch(64)
+    assert (w.max(axis=(1, 2, 3)) > 15).all(), "lesion_crops=1: every crop centred on one"
+    weighted = train(recipe, [1002], progress=lambda _: None)
+    plain = train(recipe.with_schedule(lesion_weight=1.0), [1002], progress=lambda _: None)
+    assert weighted.losses != plain.losses, "the weights reach the loss"
 
 
 def test_export_refuses_a_sample_that_does_not_fit_the_card(tmp_path: Path) -> None:
@@ -272,7 +297,7 @@ def test_training_continues_from_an_exported_model_and_its_card_says_so(tmp_path
     export_model(first.network, parent_card, path, first.sample, metadata=metadata)
     sampler = CropSampler(first.data, recipe.schedule.crop, np.random.default_rng(3))
     sampler.batch(4)  # the export sample train() draws first
-    x, y = sampler.batch(2)
+    x, y, _ = sampler.batch(2)
     with torch.inference_mode():
         parent_loss = torch.nn.functional.l1_loss(
             from_onnx(onnx.load(path))(torch.from_numpy(x)), torch.from_numpy(y)

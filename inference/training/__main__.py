@@ -25,7 +25,7 @@ import numpy as np
 
 from inference.card import ModelCard
 from inference.registry import load_model
-from inference.training.recipes import HELD_OUT_SEEDS, RECIPES, TRAIN_SEEDS, Recipe
+from inference.training.recipes import HELD_OUT_SEEDS, RECIPES, TRAIN_SEEDS, Recipe, Schedule
 
 if TYPE_CHECKING:
     from inference.training.unet import UNet
@@ -201,13 +201,20 @@ def _train(args: argparse.Namespace) -> int:
         recipe = recipe.with_schedule(steps=args.steps)
     if args.learning_rate:
         recipe = recipe.with_schedule(learning_rate=args.learning_rate)
+    if args.lesion_weight is not None:
+        recipe = recipe.with_schedule(lesion_weight=args.lesion_weight)
+    if args.lesion_crops is not None:
+        recipe = recipe.with_schedule(lesion_crops=args.lesion_crops)
     if args.version:
         recipe = replace(recipe, card=recipe.card.model_copy(update={"version": args.version}))
     initial = None
     if args.init:
         initial, recipe = _continued(args.init, recipe, args.train_seeds)
     else:
-        recipe = _described(recipe, f"; trained on subjects {_seed_text(args.train_seeds)}")
+        recipe = _described(
+            recipe,
+            f"; trained on subjects {_seed_text(args.train_seeds)}{_weighting(recipe.schedule)}",
+        )
     started = time.monotonic()
     bar = sys.stderr.isatty() if args.progress is None else args.progress
     run = train(
@@ -268,11 +275,22 @@ def _continued(parent: Path, recipe: Recipe, seeds: list[int]) -> tuple[UNet, Re
         recipe_text = "as above"
     history = (
         f"{card.training_data}. Then continued from {card.id} {card.version}: "
-        f"{schedule.steps} steps at learning rate {schedule.learning_rate:g} on subjects "
+        f"{schedule.steps} steps at learning rate {schedule.learning_rate:g}"
+        f"{_weighting(schedule)} on subjects "
         f"{_seed_text(seeds)} of the {RECIPES[recipe.name].card.version} recipe: {recipe_text}"
     )
     continued = replace(recipe, card=recipe.card.model_copy(update={"training_data": history}))
     return from_onnx(onnx.load(parent)).train(), continued
+
+
+def _weighting(schedule: Schedule) -> str:
+    """How the schedule favours white-matter lesions, for the card's history."""
+    said = []
+    if schedule.lesion_weight != 1.0:
+        said.append(f"white-matter lesions weighted {schedule.lesion_weight:g} times in the loss")
+    if schedule.lesion_crops > 0:
+        said.append(f"{schedule.lesion_crops:.0%} of crops centred on a lesion")
+    return f" with {' and '.join(said)}" if said else ""
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -336,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     training.add_argument("--steps", type=int, help="override the recipe's step count")
     training.add_argument(
         "--learning-rate", type=float, help="override the recipe's initial learning rate"
+    )
+    training.add_argument(
+        "--lesion-weight", type=float, help="override the recipe's lesion weight in the loss"
+    )
+    training.add_argument(
+        "--lesion-crops", type=float, help="override the recipe's share of lesion-centred crops"
     )
     training.add_argument(
         "--init",

@@ -29,11 +29,13 @@ BoolArray = npt.NDArray[np.bool_]
 @dataclass(frozen=True)
 class SubjectExamples:
     """One subject on the card's grid: normalised inputs (C, D, H, W), target (D, H, W)
-    in the network's output units, and the head mask (D, H, W)."""
+    in the network's output units, the head mask (D, H, W) and each voxel's weight in
+    the loss (D, H, W; see ``Schedule.lesion_weight``)."""
 
     inputs: npt.NDArray[np.float16]
     target: FloatArray
     head: BoolArray
+    weight: npt.NDArray[np.float16]
 
     @property
     def slices(self) -> int:
@@ -65,7 +67,9 @@ def subject_examples(recipe: Recipe, subject: Subject) -> SubjectExamples:
     work = (int(x.shape[2]), int(x.shape[3]))
     target = zoom_in_plane(recipe.target(subject), work)
     head = zoom_in_plane(subject.head.astype(np.float32), work, order=0) > 0.5
-    return SubjectExamples(x.astype(np.float16), target, head)
+    lesion = zoom_in_plane(subject.fractions["lesion"], work)
+    weight = 1.0 + (recipe.schedule.lesion_weight - 1.0) * np.clip(lesion, 0.0, 1.0)
+    return SubjectExamples(x.astype(np.float16), target, head, weight.astype(np.float16))
 
 
 def _seed_examples(recipe: Recipe, seed: int) -> SubjectExamples:
@@ -87,13 +91,16 @@ def build_slices(recipe: Recipe, seeds: Iterable[int], workers: int = 1) -> Slic
 
 
 class CropSampler:
-    """Random square crops of slice stacks centred near the head, flipped left-right
-    half the time.
+    """Random square crops of slice stacks centred near the head (``lesion_crops`` of
+    them on a white-matter lesion, where the loss weighs voxels more), flipped
+    left-right half the time.
 
     Slices with little head are skipped: air maps to air and teaches nothing.
     """
 
-    def __init__(self, data: SliceSet, crop: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self, data: SliceSet, crop: int, rng: np.random.Generator, lesion_crops: float = 0.0
+    ) -> None:
         small = [s.head.shape[1:] for s in data.subjects if min(s.head.shape[1:]) < crop]
         if small:
             raise ValueError(f"crop {crop} is larger than the slices ({small[0]})")
@@ -105,22 +112,39 @@ class CropSampler:
         ]
         if not self.slices:
             raise ValueError("no slice contains any head")
+        self.lesion_crops = lesion_crops
+        self.lesions: list[tuple[int, int, int, int]] = []
+        """(subject, slice, row, column) of voxels the loss weighs at least half as much
+        as the subject's most weighted one: its lesions."""
+        for n, s in enumerate(data.subjects if lesion_crops > 0 else []):
+            most = float(s.weight.max())
+            if most > 1:
+                found = np.argwhere(s.weight >= 1 + (most - 1) / 2)
+                self.lesions += [(n, int(k), int(r), int(c)) for k, r, c in found]
 
-    def batch(self, size: int) -> tuple[FloatArray, FloatArray]:
+    def batch(self, size: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Inputs (N, C, crop, crop), targets and loss weights (N, 1, crop, crop)."""
         c = self.crop
-        xs, ys = [], []
+        xs, ys, ws = [], [], []
         for pick in self.rng.integers(len(self.slices), size=size):
-            n, k = self.slices[pick]
+            if self.lesions and self.rng.uniform() < self.lesion_crops:
+                n, k, row, col = self.lesions[self.rng.integers(len(self.lesions))]
+            else:
+                n, k = self.slices[pick]
+                rows, cols = np.nonzero(self.data.subjects[n].head[k])
+                centre = self.rng.integers(rows.size)
+                row, col = rows[centre], cols[centre]
             subject = self.data.subjects[n]
             h, w = subject.head.shape[1:]
-            rows, cols = np.nonzero(subject.head[k])
-            centre = self.rng.integers(rows.size)
-            top = int(np.clip(rows[centre] - c // 2, 0, h - c))
-            left = int(np.clip(cols[centre] - c // 2, 0, w - c))
+            top = int(np.clip(row - c // 2, 0, h - c))
+            left = int(np.clip(col - c // 2, 0, w - c))
             x = self.data.stack(n, k)[:, top : top + c, left : left + c]
             y = subject.target[None, k, top : top + c, left : left + c]
+            w = subject.weight[None, k, top : top + c, left : left + c].astype(np.float32)
             if self.rng.uniform() < 0.5:
-                x, y = x[..., ::-1], y[..., ::-1]
+                x, y, w = x[..., ::-1], y[..., ::-1], w[..., ::-1]
             xs.append(x)
             ys.append(y)
-        return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
+            ws.append(w)
+        x, y, w = (np.ascontiguousarray(np.stack(a)) for a in (xs, ys, ws))
+        return x, y, w

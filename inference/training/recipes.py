@@ -46,6 +46,13 @@ class Schedule:
     """Square training crops (a multiple of the network's tile); inference is whole-slice."""
     learning_rate: float = 2e-3
     seed: int = 7
+    lesion_weight: float = 1.0
+    """How much a voxel of white-matter lesion counts in the loss against any other
+    voxel (in proportion to its lesion fraction): lesions are a thousandth of a head
+    but what a FLAIR is read for."""
+    lesion_crops: float = 0.0
+    """The share of training crops centred on a lesion voxel (of a subject that has one)
+    rather than on any voxel of the head."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ SCT = Recipe(
 FLAIR = Recipe(
     card=ModelCard(
         id="mr-t1t2-to-flair",
-        version="2.3.0",
+        version="2.5.0",
         inputs=(
             InputSpec(role="T1", normalization=_MR_INPUT),
             InputSpec(role="T2", normalization=_MR_INPUT),
@@ -193,7 +200,7 @@ FLAIR = Recipe(
         training_data=_SIMULATED + _PHYSICAL,
     ),
     network=UNetConfig(in_channels=6),
-    schedule=Schedule(),
+    schedule=Schedule(lesion_weight=30.0),
     physical_contrast=True,
 )
 

@@ -1,7 +1,8 @@
 """Training of a recipe's network on simulated subjects (CPU is enough).
 
-L1 loss on random head-centred crops, Adam with a cosine learning-rate decay; seeded
-throughout, so the same recipe, seeds and thread count give the same weights.
+L1 loss on random head-centred crops (white-matter lesions weighted as the recipe
+says), Adam with a cosine learning-rate decay; seeded throughout, so the same recipe,
+seeds and thread count give the same weights.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def train(
         f"{recipe.name}: {len(seeds)} subjects, {len(data)} slices simulated in {simulated:.0f} s"
     )
     network = initial if initial is not None else UNet(recipe.network)
-    sampler = CropSampler(data, schedule.crop, np.random.default_rng(schedule.seed))
+    sampler = CropSampler(
+        data, schedule.crop, np.random.default_rng(schedule.seed), schedule.lesion_crops
+    )
     optimiser = torch.optim.Adam(network.parameters(), lr=schedule.learning_rate)
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(1, schedule.steps)))
@@ -81,8 +84,8 @@ def train(
         disable=not bar,
     )
     for step in steps:
-        x, y = sampler.batch(schedule.batch)
-        loss = torch.nn.functional.l1_loss(network(torch.from_numpy(x)), torch.from_numpy(y))
+        x, y, w = (torch.from_numpy(a) for a in sampler.batch(schedule.batch))
+        loss = ((network(x) - y).abs() * w).sum() / w.sum()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
