@@ -176,11 +176,37 @@ def _physical_sequence(rng: np.random.Generator, role: str) -> Sequence:
     )
 
 
+BRAIN_TISSUES = ("gm", "wm", "lesion")
+CSF_MARGIN = 1.2
+"""What defines the contrast, kept by every physical-contrast input: on T1w CSF darker,
+on T2w CSF brighter, than every brain tissue (lesions included) by this factor."""
+_TRIES = 20
+
+
+def csf_margin(signals: Mapping[str, float], role: str) -> float:
+    """How far CSF stands from the nearest brain tissue, as a factor (> 1: on the side
+    that defines ``role``'s contrast)."""
+    csf = signals["csf"]
+    if role == "T2":
+        return csf / max(max(signals[name] for name in BRAIN_TISSUES), 1e-9)
+    return min(signals[name] for name in BRAIN_TISSUES) / max(csf, 1e-9)
+
+
 def _physical_signals(
     rng: np.random.Generator, role: str, tissues: Mapping[str, Tissue]
 ) -> dict[str, float]:
-    sequence = _physical_sequence(rng, role)
-    return {name: sequence.signal(t) for name, t in tissues.items()}
+    """Tissue signals of a random sequence of ``role`` that keeps CSF where the contrast
+    puts it (:data:`CSF_MARGIN`): timings are drawn again until one does, and after
+    :data:`_TRIES` the draw that came nearest is kept (tissues no timing can separate)."""
+    best: dict[str, float] = {}
+    for _ in range(_TRIES):
+        sequence = _physical_sequence(rng, role)
+        signals = {name: sequence.signal(t) for name, t in tissues.items()}
+        if not best or csf_margin(signals, role) > csf_margin(best, role):
+            best = signals
+        if csf_margin(best, role) >= CSF_MARGIN:
+            break
+    return best
 
 
 def _tissue_signals(

@@ -146,7 +146,9 @@ _PHYSICAL = (
     "subject, relaxation times drawn wide and each tissue apart (grey and white matter "
     "T1 0.75-1.3 and T2 0.8-1.25 times typical, lesions T1 0.75-1.4 and T2 0.6-1.8 "
     "times), T1w by spin-echo or inversion-recovery and T2w by spin-echo equations with "
-    "random timings, FLAIR with its inversion time at the subject's CSF null"
+    "random timings, drawn again until CSF is darker on T1w and brighter on T2w than "
+    "every brain tissue, lesions included, by a fifth (the nearest of 20 draws kept), "
+    "FLAIR with its inversion time at the subject's CSF null"
 )
 _USE = (
     "Research and demonstration of the dicom-node pipeline. Trained on simulated heads "
@@ -180,7 +182,7 @@ SCT = Recipe(
 FLAIR = Recipe(
     card=ModelCard(
         id="mr-t1t2-to-flair",
-        version="2.5.0",
+        version="2.7.0",
         inputs=(
             InputSpec(role="T1", normalization=_MR_INPUT),
             InputSpec(role="T2", normalization=_MR_INPUT),
@@ -200,7 +202,7 @@ FLAIR = Recipe(
         training_data=_SIMULATED + _PHYSICAL,
     ),
     network=UNetConfig(in_channels=6),
-    schedule=Schedule(lesion_weight=30.0),
+    schedule=Schedule(lesion_weight=30.0, lesion_crops=0.3),
     physical_contrast=True,
 )
 
