@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from storage.models import SignInFailure
+
+
+def _pair(address: str, name: str) -> ColumnElement[bool]:
+    """The rows of one (address, user name) pair, as stored: cut to the columns' width,
+    the name lower-cased."""
+    return and_(SignInFailure.address == address[:64], SignInFailure.user_name == name.lower()[:64])
 
 
 class SignInThrottle:
@@ -31,9 +37,7 @@ class SignInThrottle:
         since = now - self.window
         count, oldest = session.execute(
             select(func.count(), func.min(SignInFailure.failed_at)).where(
-                SignInFailure.address == address[:64],
-                SignInFailure.user_name == name.lower()[:64],
-                SignInFailure.failed_at > since,
+                _pair(address, name), SignInFailure.failed_at > since
             )
         ).one()
         if count < self.max_failures:
@@ -47,9 +51,4 @@ class SignInThrottle:
 
     def succeeded(self, session: Session, address: str, name: str) -> None:
         """A right password clears the pair's failures."""
-        session.execute(
-            delete(SignInFailure).where(
-                SignInFailure.address == address[:64],
-                SignInFailure.user_name == name.lower()[:64],
-            )
-        )
+        session.execute(delete(SignInFailure).where(_pair(address, name)))
